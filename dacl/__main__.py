@@ -1,0 +1,3 @@
+from dacl.cli import main
+
+main()

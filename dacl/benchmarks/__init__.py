@@ -1,0 +1,4 @@
+"""Benchmarks (registered presets that load data as device tensors)."""
+from dacl.benchmarks.domain_pair import DomainPair, load_domain_pair, register_pair
+
+__all__ = ["DomainPair", "load_domain_pair", "register_pair"]

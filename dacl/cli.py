@@ -1,0 +1,123 @@
+"""``dacl`` command line: ``run`` (Hydra), ``list`` (registries), ``demo`` (offline source-only vs DANN).
+
+Errors a user can fix print one ``dacl: error: ...`` line and exit with status 2.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable
+
+from dacl.errors import DaclError
+
+CONFIG_DIR = Path(os.environ.get("DACL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+CONFIG_GROUPS = ("method", "benchmark", "model", "trainer", "experiment")
+log = logging.getLogger("dacl")
+
+
+def _fail(message: str) -> None:
+    print(f"dacl: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Catch wrong group choices (``method=dannn``) before Hydra, with one line naming the options."""
+    if not CONFIG_DIR.is_dir():
+        _fail(f"config folder {CONFIG_DIR} not found; run from a dacl checkout or set DACL_CONFIG_DIR")
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if not sep or key not in CONFIG_GROUPS:
+            continue
+        available = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
+        for choice in filter(None, value.split(",")):
+            if choice not in available:
+                close = difflib.get_close_matches(choice, available, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                _fail(f"unknown {key} '{choice}'.{hint} Available: {', '.join(available)} "
+                      f"(add configs/{key}/{choice}.yaml to define a new one)")
+
+
+def cmd_run(args: list[str]) -> None:
+    check_overrides(args)
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    command = "dacl run " + " ".join(shlex.quote(a) for a in args)
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        from dacl.experiment import run_experiment
+
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        multirun = hc.mode == RunMode.MULTIRUN
+        job_command = command if not multirun else f"dacl run {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
+        try:
+            res = run_experiment(cfg, run_dir, command=job_command)
+        except DaclError as exc:
+            if multirun:  # one failing configuration must not stop a sweep; failed.json records it
+                print(f"dacl: error in {run_dir}: {exc}", file=sys.stderr)
+                return
+            _fail(str(exc))
+            return
+        acc = res["metrics"]["target_test_acc"]
+        print(f"{res['task']} {res['method']} seed={res['seed']}: target acc last={acc['last']:.4f} "
+              f"source_val-selected={acc['source_val']:.4f} (oracle {acc['oracle']:.4f}) "
+              f"[{res['train_images_per_second']:.0f} img/s] -> {run_dir / 'results.json'}")
+
+    sys.argv = ["dacl run", *args]
+    _main()
+
+
+def cmd_list(args: list[str]) -> None:
+    from dacl.registry import ALL_REGISTRIES
+
+    for kind, reg in ALL_REGISTRIES.items():
+        print(f"{kind}s:")
+        for name in reg.names():
+            doc = (reg.get(name).__doc__ or "").strip().splitlines()
+            print(f"  {name:<20} {doc[0] if doc else ''}")
+
+
+def cmd_demo(args: list[str]) -> None:
+    from dacl.demo import run_demo
+
+    run_demo(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"run": cmd_run, "list": cmd_list, "demo": cmd_demo}
+USAGE = """usage: dacl <command> [args]
+
+commands:
+  run   [hydra overrides]   train one configuration, e.g. dacl run method=dann benchmark=mnist_usps data_root=../shared/data
+                            (add -m for multirun sweeps: dacl run -m seed=0,1,2 method=source_only,dann)
+  list                      print registered methods, plugins, benchmarks, datasets, backbones, validators, ...
+  demo  [hydra overrides]   offline source-only vs DANN on the package-shipped digits; prints a table
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
+        _fail(f"unknown command '{argv[0]}'." + (f" Did you mean '{close[0]}'?" if close else "") + f" Commands: {', '.join(COMMANDS)}")
+        return
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    try:
+        command(argv[1:])
+    except DaclError as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

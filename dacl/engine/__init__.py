@@ -1,0 +1,1 @@
+"""Training engine: optimizers/schedules, the trainer, checkpoints and result files."""

@@ -1,0 +1,124 @@
+"""Config -> objects -> trained run -> ``results.json``. Shared by the CLI, the demo and scripts.
+
+``results.json`` is written atomically and only when the run succeeds; a failed run leaves
+``failed.json`` instead, so collectors can never mistake a crash for a result.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dacl.benchmarks.domain_pair import DomainPair
+from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
+from dacl.engine.trainer import FitResult, Trainer, TrainerConfig, resolve_device, seed_everything
+from dacl.methods.base import Method
+from dacl.models.classifier import build_classifier
+from dacl.registry import BENCHMARKS, METHODS, PLUGINS
+
+log = logging.getLogger(__name__)
+
+SELECTION_NOTE = ("'last': final step; 'source_val': step with the best held-out source accuracy (no target labels); "
+                  "'oracle': step with the best target test accuracy (uses target labels, reported only as an upper bound)")
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def _split_name(section: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    rest = dict(section)
+    return rest.pop("name"), rest
+
+
+def build_benchmark(cfg: Mapping[str, Any], device: torch.device) -> DomainPair:
+    name, kwargs = _split_name(cfg["benchmark"])
+    return BENCHMARKS.get(name)(data_root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
+                                device=device, **kwargs)
+
+
+def build_method(cfg: Mapping[str, Any], data: DomainPair) -> Method:
+    name, hparams = _split_name(cfg["method"])
+    method: Method = METHODS.get(name)(**hparams)
+    model_cfg = dict(cfg["model"])
+    model = build_classifier(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size, **model_cfg)
+    method.setup(model, data.num_classes)
+    for spec in cfg.get("plugins") or []:
+        pname, pkw = _split_name(spec if isinstance(spec, Mapping) else {"name": spec})
+        method.add_plugin(PLUGINS.get(pname)(**pkw))
+    return method
+
+
+def count_params(module: torch.nn.Module) -> dict[str, int]:
+    return {"trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in module.parameters())}
+
+
+def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, command: str | None = None,
+                   stop_at: int | None = None) -> dict[str, Any]:
+    """Run one configured experiment in ``run_dir``; returns (and atomically writes) the results dict."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plain = _plain(cfg)
+    results_path, failed_path = run_dir / "results.json", run_dir / "failed.json"
+    if not plain["trainer"].get("resume"):
+        results_path.unlink(missing_ok=True)  # a stale result must never survive a new run
+    failed_path.unlink(missing_ok=True)
+    started = time.time()
+    try:
+        trainer_cfg = TrainerConfig.from_dict(plain["trainer"])
+        if trainer_cfg.threads:
+            torch.set_num_threads(int(trainer_cfg.threads))
+        device = resolve_device(trainer_cfg.device)
+        seed = int(plain["seed"])
+        data = build_benchmark(plain, device)
+        seed_everything(seed)  # model init depends only on the seed, not on data loading
+        method = build_method(plain, data).to(device)
+        trainer = Trainer(method, data, trainer_cfg, run_dir, seed=seed)
+        fit = trainer.fit(stop_at=stop_at)
+    except BaseException as exc:
+        atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
+                                        "command": command, "traceback": traceback.format_exc(), **git_commit()})
+        raise
+    if fit.steps < trainer_cfg.max_steps:  # paused on purpose: checkpoint written, no final result
+        return {"status": "paused", "step": fit.steps}
+    results = _results(plain, data, method, trainer, fit, device, command, time.time() - started)
+    atomic_write_json(results_path, results)
+    return results
+
+
+def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: Trainer, fit: FitResult,
+             device: torch.device, command: str | None, wall: float) -> dict[str, Any]:
+    metric_keys = ("source_val_acc", "source_test_acc", "target_test_acc", "target_test_ece")
+    selection = {proto: {"step": int(rec["step"]), **{k: rec[k] for k in metric_keys}} for proto, rec in fit.selected.items()}
+    return {
+        "status": "ok",
+        "benchmark": data.name,
+        "task": data.task,
+        "method": plain["method"]["name"],
+        "seed": int(plain["seed"]),
+        "command": command,
+        "config": plain,
+        **git_commit(),
+        "hardware": hardware(device),
+        "versions": versions(),
+        "data_sizes": data.sizes(),
+        "steps": fit.steps,
+        "wall_seconds": round(wall, 2),
+        "train_seconds": round(fit.train_seconds, 2),
+        "train_images_per_second": round(fit.images_per_second, 1),
+        "params": {"model": count_params(method.model), "method_total": count_params(method)},
+        "selection_protocols": SELECTION_NOTE,
+        "metrics": {
+            "source_test_acc": selection["last"]["source_test_acc"],
+            "target_test_acc": {proto: sel["target_test_acc"] for proto, sel in selection.items()},
+            "target_test_ece": {proto: sel["target_test_ece"] for proto, sel in selection.items()},
+        },
+        "selection": selection,
+        "history": fit.history,
+    }

@@ -1,0 +1,159 @@
+"""The Method contract every DA, TTA, CL and fine-tuning algorithm implements.
+
+A method is an ``nn.Module`` that owns the model it trains plus any modules it adds (e.g. a domain
+discriminator), so ``.to(device)``, ``state_dict()`` and checkpoints cover everything at once.
+
+One training step, as the trainer runs it::
+
+    state = StepState(step, max_steps, batch)
+    method.training_step(state)            # fills state.losses (and state.outputs)
+    for hook in [method, *plugins]:
+        hook.before_backward(state)        # plugins add regularizers to state.losses
+    sum(state.losses.values()).backward(); optimizer.step()
+    for hook in [method, *plugins]:
+        hook.after_update(state)
+
+Lifecycle hooks (before/after experience, before_backward, after_update, end_training) live on
+``Hooks``, shared by methods and ``Plugin``s, so regularizers stack like Avalanche plugins.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Batch:
+    """A training batch. Target *labels* are deliberately absent: DA methods cannot peek at them."""
+
+    x: Tensor  # labelled inputs (source domain / current task)
+    y: Tensor
+    x_target: Tensor | None = None  # unlabelled target inputs (DA only)
+    task_id: int = 0
+
+
+@dataclass
+class StepState:
+    """What one step's hooks share: the batch, intermediate outputs and the named loss terms."""
+
+    step: int
+    max_steps: int
+    batch: Batch
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    logs: dict[str, Tensor] = field(default_factory=dict)  # extra scalars to log (not optimised)
+
+    @property
+    def progress(self) -> float:
+        """Training progress in [0, 1], used by annealing schedules (GRL coefficient, etc.)."""
+        return self.step / max(1, self.max_steps)
+
+    def total_loss(self) -> Tensor:
+        if not self.losses:
+            raise RuntimeError("training_step produced no loss terms")
+        return torch.stack([v.float() for v in self.losses.values()]).sum()
+
+
+@dataclass
+class Experience:
+    """One stage of training: a DA run has one, a CL stream one per task."""
+
+    index: int = 0
+    name: str = "train"
+    classes: tuple[int, ...] | None = None
+
+
+class Hooks:
+    """No-op lifecycle hooks; override the ones you need."""
+
+    def before_experience(self, experience: Experience) -> None: ...
+    def after_experience(self, experience: Experience) -> None: ...
+    def before_backward(self, state: StepState) -> None: ...
+    def after_update(self, state: StepState) -> None: ...
+    def end_training(self) -> None: ...
+
+
+class Method(nn.Module, Hooks):
+    """Base class for algorithms. Subclasses implement ``training_step`` and usually nothing else.
+
+    ``defaults`` holds the method's hyper-parameters; config values override them, and unknown keys
+    are rejected so a typo never silently falls back to a default.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs_target: ClassVar[bool] = False  # True for DA methods that consume unlabelled target batches
+    registry_name: ClassVar[str] = "?"
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__()
+        unknown = set(hparams) - set(self.defaults)
+        if unknown:
+            from dacl.errors import ConfigError
+
+            raise ConfigError(
+                f"method '{self.registry_name}' got unknown hyper-parameter(s) {sorted(unknown)}; "
+                f"it accepts {sorted(self.defaults) or 'none'}"
+            )
+        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
+        self.model: nn.Module | None = None
+        self.plugins = nn.ModuleList()  # stacked Plugin instances; part of state_dict/checkpoints
+
+    # --- set-up -------------------------------------------------------------------------------
+    def setup(self, model: nn.Module, num_classes: int) -> None:
+        """Attach the model. Override to add modules sized from it (call super first)."""
+        self.model = model
+        self.num_classes = num_classes
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer; ``lr_mult`` scales the base learning rate per group."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_mult": 1.0}]
+
+    # --- training -----------------------------------------------------------------------------
+    def training_step(self, state: StepState) -> None:
+        """Compute the loss terms for ``state.batch`` into ``state.losses``."""
+        raise NotImplementedError
+
+    def add_plugin(self, plugin: "Plugin") -> None:
+        plugin.attach(self)
+        self.plugins.append(plugin)
+
+    @property
+    def hooks(self) -> list[Hooks]:
+        return [self, *self.plugins]
+
+    # --- inference ----------------------------------------------------------------------------
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits for evaluation."""
+        assert self.model is not None
+        return self.model(x)
+
+    def adapt(self, x: Tensor) -> Tensor:
+        """Test-time entry: TTA methods adapt on the unlabelled batch ``x`` and return its logits."""
+        return self.predict(x)
+
+    def reset(self) -> None:
+        """Restore the state before any test-time adaptation (episodic TTA). Default: nothing to undo."""
+
+
+class Plugin(nn.Module, Hooks):
+    """A stackable add-on (regularizer, replay buffer, ...) attached to any method via ``method.plugins``."""
+
+    defaults: ClassVar[dict[str, Any]] = {}
+    registry_name: ClassVar[str] = "?"
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__()
+        unknown = set(hparams) - set(self.defaults)
+        if unknown:
+            from dacl.errors import ConfigError
+
+            raise ConfigError(f"plugin '{self.registry_name}' got unknown option(s) {sorted(unknown)}")
+        self.hparams = {**self.defaults, **hparams}
+        object.__setattr__(self, "method", None)
+
+    def attach(self, method: Method) -> None:
+        # Plain attribute, not a submodule: the method already owns this plugin (avoid a module cycle).
+        object.__setattr__(self, "method", method)

@@ -1,0 +1,1 @@
+"""Continual-learning methods and plugins (EWC, LwF, replay land here; see the CL issue)."""

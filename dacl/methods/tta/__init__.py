@@ -1,0 +1,1 @@
+"""Test-time adaptation methods (BN-adapt, Tent, SHOT-IM land here; see the TTA issue)."""

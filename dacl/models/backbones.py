@@ -1,0 +1,46 @@
+"""Feature extractors for digits. Each returns flat features and exposes ``out_features``."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from dacl.registry import BACKBONES
+
+
+@BACKBONES.register("lenet")
+class LeNet(nn.Module):
+    """LeNet as used for MNIST<->USPS in ADDA/CDAN (and TLlib): 28x28 input -> 500-d features."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, out_features: int = 500, dropout: float = 0.5) -> None:
+        super().__init__()
+        if image_size != 28:
+            raise ValueError(f"lenet expects 28x28 inputs, got image_size={image_size}; resize in the benchmark config")
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.fc = nn.Sequential(nn.Linear(50 * 4 * 4, out_features), nn.ReLU(), nn.Dropout(dropout))
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.conv(x))
+
+
+@BACKBONES.register("cnn32")
+class DigitsCNN32(nn.Module):
+    """A 32x32 RGB CNN for MNIST->MNIST-M / SVHN->MNIST (three conv-BN-ReLU-pool stages, 512-d)."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, out_features: int = 512, dropout: float = 0.5) -> None:
+        super().__init__()
+        if image_size != 32:
+            raise ValueError(f"cnn32 expects 32x32 inputs, got image_size={image_size}; resize in the benchmark config")
+
+        def stage(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 5, padding=2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+        self.conv = nn.Sequential(*stage(in_channels, 64), *stage(64, 128), *stage(128, 256), nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(256 * 4 * 4, out_features), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.conv(x))

@@ -1,0 +1,34 @@
+"""Model-selection validators: score a checkpoint from what a protocol may see (label-free on target).
+
+Each validator gets an ``EvalContext`` and returns a score where higher is better. ``oracle`` reads
+target *test* labels and exists only to show the gap; it is always reported under that name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from dacl.metrics import accuracy
+from dacl.registry import VALIDATORS
+
+
+@dataclass
+class EvalContext:
+    source_val_logits: Tensor
+    source_val_labels: Tensor
+    target_logits: Tensor            # unlabelled target predictions (target test inputs)
+    target_labels: Tensor | None     # only the oracle may read these
+
+
+@VALIDATORS.register("source_val")
+def source_val_accuracy(ctx: EvalContext) -> float:
+    """Accuracy on held-out *source* data (the classic, label-free-on-target protocol)."""
+    return accuracy(ctx.source_val_logits, ctx.source_val_labels)
+
+
+@VALIDATORS.register("oracle")
+def oracle(ctx: EvalContext) -> float:
+    """Target test accuracy. Uses target labels: an upper bound, never a selection rule to report as ours."""
+    assert ctx.target_labels is not None
+    return accuracy(ctx.target_logits, ctx.target_labels)
