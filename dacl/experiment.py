@@ -70,6 +70,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
         results_path.unlink(missing_ok=True)  # a stale result must never survive a new run
     failed_path.unlink(missing_ok=True)
     started = time.time()
+    provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # the code as the run began
     try:
         trainer_cfg = TrainerConfig.from_dict(plain["trainer"])
         if trainer_cfg.threads:
@@ -83,17 +84,17 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
         fit = trainer.fit(stop_at=stop_at)
     except BaseException as exc:
         atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
-                                        "command": command, "traceback": traceback.format_exc(), **git_commit()})
+                                        "command": command, "traceback": traceback.format_exc(), **provenance})
         raise
     if fit.steps < trainer_cfg.max_steps:  # paused on purpose: checkpoint written, no final result
         return {"status": "paused", "step": fit.steps}
-    results = _results(plain, data, method, trainer, fit, device, command, time.time() - started)
+    results = _results(plain, data, method, trainer, fit, device, command, time.time() - started, provenance)
     atomic_write_json(results_path, results)
     return results
 
 
 def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: Trainer, fit: FitResult,
-             device: torch.device, command: str | None, wall: float) -> dict[str, Any]:
+             device: torch.device, command: str | None, wall: float, provenance: dict[str, Any]) -> dict[str, Any]:
     metric_keys = ("source_val_acc", "source_test_acc", "target_test_acc", "target_test_ece")
     selection = {proto: {"step": int(rec["step"]), **{k: rec[k] for k in metric_keys}} for proto, rec in fit.selected.items()}
     return {
@@ -104,7 +105,7 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "seed": int(plain["seed"]),
         "command": command,
         "config": plain,
-        **git_commit(),
+        **provenance,
         "hardware": hardware(device),
         "versions": versions(),
         "data_sizes": data.sizes(),

@@ -34,28 +34,30 @@ def _torchvision(name: str, root: Path, download: bool, build: Callable[[bool], 
         raise DataError(f"dataset '{name}' not found under {root}: expected {files}{hint} ({exc})") from exc
 
 
+def _npz_or_torchvision(name: str, data_root: str | None, download: bool, tv_class: str, tv_files: str) -> DomainArrays:
+    """``<name>.npz`` in data_root if present, else torchvision's own layout there (or its download)."""
+    root = _need_root(name, data_root, f"{name}.npz or torchvision's {tv_files}")
+    if (root / f"{name}.npz").is_file():
+        return load_bundle(root / f"{name}.npz", name)
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, tv_class)
+    tr, te = _torchvision(name, root, download, lambda train: cls(str(root), train=train, download=download),
+                          f"{name}.npz or {tv_files}")
+    arr = lambda v: v.numpy() if hasattr(v, "numpy") else np.asarray(v)  # noqa: E731
+    return DomainArrays(name, arr(tr.data), arr(tr.targets), arr(te.data), arr(te.targets))
+
+
 @DATASETS.register("mnist")
 def mnist(data_root: str | None = None, download: bool = False) -> DomainArrays:
     """MNIST 28x28 grey (mnist.npz, or torchvision's MNIST layout / download)."""
-    root = _need_root("mnist", data_root, "mnist.npz or torchvision's MNIST/raw")
-    if (root / "mnist.npz").is_file():
-        return load_bundle(root / "mnist.npz", "mnist")
-    from torchvision.datasets import MNIST
-
-    tr, te = _torchvision("mnist", root, download, lambda train: MNIST(str(root), train=train, download=download), "mnist.npz or MNIST/raw/*-ubyte")
-    return DomainArrays("mnist", tr.data.numpy(), tr.targets.numpy(), te.data.numpy(), te.targets.numpy())
+    return _npz_or_torchvision("mnist", data_root, download, "MNIST", "MNIST/raw/*-ubyte")
 
 
 @DATASETS.register("usps")
 def usps(data_root: str | None = None, download: bool = False) -> DomainArrays:
     """USPS 16x16 grey (usps.npz, or torchvision's usps.bz2 / download)."""
-    root = _need_root("usps", data_root, "usps.npz or torchvision's usps.bz2/usps.t.bz2")
-    if (root / "usps.npz").is_file():
-        return load_bundle(root / "usps.npz", "usps")
-    from torchvision.datasets import USPS
-
-    tr, te = _torchvision("usps", root, download, lambda train: USPS(str(root), train=train, download=download), "usps.npz or usps.bz2")
-    return DomainArrays("usps", np.asarray(tr.data), np.asarray(tr.targets), np.asarray(te.data), np.asarray(te.targets))
+    return _npz_or_torchvision("usps", data_root, download, "USPS", "usps.bz2 and usps.t.bz2")
 
 
 @DATASETS.register("mnist_m")
@@ -73,8 +75,14 @@ def svhn(data_root: str | None = None, download: bool = False) -> DomainArrays:
     root = _need_root("svhn", data_root, "train_32x32.mat and test_32x32.mat")
     from torchvision.datasets import SVHN
 
+    class LocalSVHN(SVHN):
+        """torchvision's reader; a local file need only exist (md5 is still checked on download)."""
+
+        def _check_integrity(self) -> bool:
+            return download and super()._check_integrity() or (Path(self.root) / self.filename).is_file()
+
     tr, te = _torchvision("svhn", root, download,
-                          lambda train: SVHN(str(root), split="train" if train else "test", download=download),
+                          lambda train: LocalSVHN(str(root), split="train" if train else "test", download=download),
                           "train_32x32.mat and test_32x32.mat")
     nhwc = lambda d: np.ascontiguousarray(d.data.transpose(0, 2, 3, 1))  # noqa: E731
     return DomainArrays("svhn", nhwc(tr), tr.labels, nhwc(te), te.labels)

@@ -142,6 +142,7 @@ class Plugin(nn.Module, Hooks):
     """A stackable add-on (regularizer, replay buffer, ...) attached to any method via ``method.plugins``."""
 
     defaults: ClassVar[dict[str, Any]] = {}
+    needs_target: ClassVar[bool] = False
     registry_name: ClassVar[str] = "?"
 
     def __init__(self, **hparams: Any) -> None:

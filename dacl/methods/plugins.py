@@ -20,6 +20,7 @@ class TargetEntropy(Plugin):
     Reuses the method's target logits when it computed them; otherwise runs the model once more.
     """
 
+    needs_target = True  # the trainer draws target batches for it even under source_only
     defaults = {"weight": 0.1}
 
     def before_backward(self, state: StepState) -> None:

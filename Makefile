@@ -1,0 +1,26 @@
+# The two commands a fresh clone needs:   make demo   |   make test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dacl-installed
+
+.PHONY: demo test install bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dacl demo
+
+# pytest exits 5 when it collects nothing: make then fails, so "no tests" never passes silently.
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) scripts/bench_throughput.py $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+
+clean:
+	rm -rf runs outputs multirun .pytest_cache

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Collect run directories into a paper table (Markdown + CSV).
+
+    python scripts/collect.py runs/mnist_usps --out paper_results/digits/mnist_usps \
+        --title "MNIST -> USPS (LeNet)" --paper-values scripts/paper_values/digits.json
+
+Only successful runs (results.json, status ok) are averaged; failed runs are listed, never averaged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dacl.reporting import aggregate, load_runs, write_tables  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("roots", nargs="+", help="run folders to search for results.json / failed.json")
+    ap.add_argument("--out", required=True, help="output path without extension (.md and .csv are written)")
+    ap.add_argument("--title", default="Results")
+    ap.add_argument("--paper-values", default=None, help="JSON {benchmark: {method: value, ...}, '_notes': [...]}")
+    ap.add_argument("--note", action="append", default=[], help="extra note lines for the table")
+    args = ap.parse_args()
+
+    paper, notes = {}, list(args.note)
+    if args.paper_values:
+        raw = json.loads(Path(args.paper_values).read_text())
+        notes += raw.pop("_notes", [])
+        paper = raw
+    ok, failed = load_runs(args.roots)
+    if not ok and not failed:
+        sys.exit(f"collect: no results.json or failed.json under {args.roots}; run the experiments first")
+    rows = aggregate(ok, paper)
+    commits = sorted({(r.get("commit") or "?")[:12] + (" (dirty)" if r.get("dirty") else "") for r in ok})
+    hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}" for r in ok})
+    ips = {}
+    for r in ok:
+        ips.setdefault(r["method"], []).append(r["train_images_per_second"])
+    provenance = {
+        "commits": ", ".join(commits), "hardware": "; ".join(hardware), "runs": len(ok), "failed runs": len(failed),
+        "training throughput (img/s, mean over runs)": ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in sorted(ips.items())),
+        "collected with": "python scripts/collect.py " + " ".join(sys.argv[1:]),
+    }
+    write_tables(rows, failed, args.out, args.title, notes, provenance)
+    print(Path(args.out).with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The CLI as a user meets it: one-line errors with non-zero exits, `dacl list`, a Hydra multirun."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["benchmark=synthetic_shift", "trainer.max_steps=4", "trainer.batch_size=16", "trainer.eval_every=2",
+        "trainer.progress=false", "trainer.device=cpu"]
+
+
+def dacl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "dacl", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("dacl: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_wrong_method_name(tmp_path):
+    line = _one_line_error(dacl("run", "method=dannn", cwd=tmp_path))
+    assert "unknown method 'dannn'" in line and "Did you mean 'dann'?" in line and "source_only" in line
+
+
+def test_missing_data_root(tmp_path):
+    line = _one_line_error(dacl("run", "benchmark=mnist_usps", f"data_root={tmp_path / 'nowhere'}", *FAST[1:], cwd=tmp_path))
+    assert "does not exist" in line and "data_root" in line
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_corrupt_npz(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist.npz").write_bytes(b"PK\x03\x04 this is not a real zip archive")
+    np.savez(tmp_path / "data" / "usps.npz", x_train=np.zeros((4, 16, 16), np.uint8), y_train=np.zeros(4),
+             x_test=np.zeros((4, 16, 16), np.uint8), y_test=np.zeros(4))
+    line = _one_line_error(dacl("run", "benchmark=mnist_usps", f"data_root={tmp_path / 'data'}", *FAST[1:], cwd=tmp_path))
+    assert "corrupt" in line and "mnist.npz" in line
+    assert not list(tmp_path.rglob("results.json")) and list(tmp_path.rglob("failed.json"))
+
+
+def test_list_and_unknown_command(tmp_path):
+    out = dacl("list", cwd=tmp_path)
+    assert out.returncode == 0 and "dann" in out.stdout and "linear_probe" in out.stdout and "mnist_usps" in out.stdout
+    assert "unknown command 'rnu'" in _one_line_error(dacl("rnu", cwd=tmp_path))
+
+
+def test_multirun_sweeps_seeds_and_methods(tmp_path):
+    proc = dacl("run", "-m", "seed=0,1", "method=source_only,dann", "tag=t", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = sorted(p.relative_to(tmp_path / "runs" / "t").parent.as_posix() for p in (tmp_path / "runs" / "t").rglob("results.json"))
+    assert found == ["synthetic_shift/dann/seed0", "synthetic_shift/dann/seed1",
+                     "synthetic_shift/source_only/seed0", "synthetic_shift/source_only/seed1"]
+    res = json.loads((tmp_path / "runs/t/synthetic_shift/dann/seed1/results.json").read_text())
+    assert res["seed"] == 1 and res["method"] == "dann" and "seed=1" in res["command"]
+    assert (tmp_path / "runs/t/synthetic_shift/dann/seed1/.hydra/config.yaml").exists()
