@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from dacl.errors import DaclError
 
@@ -19,7 +19,7 @@ CONFIG_GROUPS = ("method", "benchmark", "model", "trainer", "experiment")
 log = logging.getLogger("dacl")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"dacl: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -65,7 +65,6 @@ def cmd_run(args: list[str]) -> None:
                 print(f"dacl: error in {run_dir}: {exc}", file=sys.stderr)
                 return
             _fail(str(exc))
-            return
         acc = res["metrics"]["target_test_acc"]
         print(f"{res['task']} {res['method']} seed={res['seed']}: target acc last={acc['last']:.4f} "
               f"source_val-selected={acc['source_val']:.4f} (oracle {acc['oracle']:.4f}) "
@@ -111,7 +110,6 @@ def main(argv: list[str] | None = None) -> None:
     if command is None:
         close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
         _fail(f"unknown command '{argv[0]}'." + (f" Did you mean '{close[0]}'?" if close else "") + f" Commands: {', '.join(COMMANDS)}")
-        return
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
         command(argv[1:])

@@ -102,6 +102,7 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "benchmark": data.name,
         "task": data.task,
         "method": plain["method"]["name"],
+        "variant": plain.get("variant"),
         "seed": int(plain["seed"]),
         "command": command,
         "config": plain,

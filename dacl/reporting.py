@@ -5,6 +5,8 @@ never averaged in. Every row carries the command that reproduces it.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -62,7 +64,8 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
     paper_values = paper_values or {}
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        groups[(r["benchmark"], r["task"], r["method"])].append(r)
+        label = f"{r['method']} [{r['variant']}]" if r.get("variant") else r["method"]
+        groups[(r["benchmark"], r["task"], label)].append(r)
     rows = []
     for (bench, task, method), runs in sorted(groups.items()):
         seeds = [r["seed"] for r in runs]
@@ -75,7 +78,7 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
             rows.append({
                 "benchmark": bench, "task": task, "method": method, "selection": sel, "metric": "target_acc",
                 "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                "n_seeds": len(vals), "paper_value": paper_values.get(bench, {}).get(method),
+                "n_seeds": len(vals), "paper_value": paper_values.get(bench, {}).get(runs[0]["method"]),
                 "command": sweep_command([r.get("command") for r in runs], seeds),
             })
     return rows
@@ -88,9 +91,6 @@ def _fmt(v: Any) -> str:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()

@@ -23,7 +23,10 @@ def test_grl_coefficient_warm_start():
     assert grl_coefficient(0.1) == pytest.approx(2 / (1 + math.exp(-1)) - 1)  # 0.462
     values = [grl_coefficient(p / 20) for p in range(21)]
     assert all(a < b for a, b in zip(values, values[1:])), "must increase monotonically"
-    assert grl_coefficient(5.0) == grl_coefficient(1.0), "progress is clamped to [0, 1]"
+    assert grl_coefficient(-1.0) == 0.0, "no reversal before training starts"
+    # TLlib's warm start (alpha=1, p = step/1000) keeps rising past p=1: 0.462 at 1,000 steps, 0.987 at 5,000
+    assert grl_coefficient(1.0, alpha=1.0) == pytest.approx(0.4621, abs=1e-4)
+    assert grl_coefficient(5.0, alpha=1.0) == pytest.approx(0.9866, abs=1e-4)
     assert grl_coefficient(1.0, high=0.5) == pytest.approx(0.5 * grl_coefficient(1.0))
 
 

@@ -29,10 +29,10 @@ def test_amp_modes():
         resolve_amp("half", cpu)
 
 
-def _run(root, method, seed, last, sel, status="ok"):
-    d = root / method / f"seed{seed}"
+def _run(root, method, seed, last, sel, status="ok", variant=None):
+    d = root / (method + (variant or "")) / f"seed{seed}"
     d.mkdir(parents=True)
-    res = {"status": status, "benchmark": "b", "task": "s->t", "method": method, "seed": seed,
+    res = {"status": status, "benchmark": "b", "task": "s->t", "method": method, "seed": seed, "variant": variant,
            "command": f"dacl run method={method} seed={seed} data_root=x",
            "metrics": {"target_test_acc": {"last": last, "source_val": sel, "oracle": max(last, sel)}}}
     (d / "results.json").write_text(json.dumps(res))
@@ -57,6 +57,10 @@ def test_collector_means_stds_and_failures(tmp_path):
     assert rows[("dann", "last")]["command"] == "dacl run -m method=dann seed=0,1 data_root=x"
     header = to_csv(list(rows.values())).splitlines()[0]
     assert header == "benchmark,task,method,selection,metric,mean,std,n_seeds,paper_value,command"
+    _run(tmp_path / "v", "dann", 0, 0.6, 0.6, variant="tllib_grl")
+    rows = {(r["method"], r["selection"]): r for r in aggregate(load_runs([tmp_path])[0], {"b": {"dann": 77.1}})}
+    assert rows[("dann [tllib_grl]", "last")]["mean"] == pytest.approx(60.0), "variants are kept apart"
+    assert rows[("dann [tllib_grl]", "last")]["paper_value"] == 77.1 and rows[("dann", "last")]["n_seeds"] == 2
     _run(tmp_path / "dup", "dann", 0, 0.5, 0.5)
     with pytest.raises(ValueError, match="duplicate seeds"):
         aggregate(load_runs([tmp_path])[0])

@@ -15,7 +15,7 @@ def test_30_step_dann_run_writes_complete_results(tiny_config, tmp_path):
     res = run_experiment(tiny_config("method=dann"), tmp_path, command="dacl run method=dann")
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(res))
-    for key in ("status", "benchmark", "task", "method", "seed", "command", "config", "commit", "dirty", "started_at", "hardware",
+    for key in ("status", "benchmark", "task", "method", "seed", "variant", "command", "config", "commit", "dirty", "started_at", "hardware",
                 "versions", "steps", "wall_seconds", "train_images_per_second", "params", "selection_protocols",
                 "metrics", "selection", "history"):
         assert key in on_disk, key

@@ -41,11 +41,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    return o.tolist() if isinstance(o, torch.Tensor) else str(o)
 
 
 def git_commit(repo: str | Path | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -338,11 +338,9 @@ def _elapsed(t0: float, device: torch.device) -> float:
 
 
 def _progress(start: int, total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar on interactive terminals; logs and CI get the periodic eval lines instead."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=start, desc=desc, disable=not enabled or not sys.stderr.isatty(), leave=False,
                 dynamic_ncols=True, file=sys.stderr)
 
-
-def config_dict(cfg: TrainerConfig) -> dict[str, Any]:
-    return asdict(cfg)

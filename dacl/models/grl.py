@@ -24,10 +24,10 @@ def reverse_gradient(x: Tensor, coeff: float = 1.0) -> Tensor:
 
 
 def grl_coefficient(progress: float, alpha: float = 10.0, low: float = 0.0, high: float = 1.0) -> float:
-    """DANN's warm start: lambda_p = 2(high-low)/(1+exp(-alpha p)) - (high-low) + low, p in [0, 1].
+    """DANN's warm start: lambda_p = 2(high-low)/(1+exp(-alpha p)) - (high-low) + low.
 
-    Starts at ``low`` so the untrained discriminator's noisy gradients do not wreck early features,
-    and saturates at ``high``.
+    Starts at ``low`` so the untrained discriminator's noisy gradients do not wreck early features, and
+    approaches ``high``. ``p`` may exceed 1 (TLlib's schedule counts p = step/1000 over 5,000 steps).
     """
-    p = min(max(progress, 0.0), 1.0)
+    p = max(progress, 0.0)
     return float(2.0 * (high - low) / (1.0 + math.exp(-alpha * p)) - (high - low) + low)

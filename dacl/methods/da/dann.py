@@ -24,7 +24,7 @@ class DANN(Method):
         "trade_off": 1.0,          # weight of the domain loss
         "disc_hidden": 1024,       # discriminator width
         "grl_alpha": 10.0,         # steepness of the GRL warm start
-        "grl_warmup_steps": None,  # steps until the GRL coefficient saturates; None = whole run (Ganin's p)
+        "grl_warmup_steps": None,  # p = step / grl_warmup_steps; None: p = step / max_steps (Ganin's schedule)
         "grl_max": 1.0,
         "disc_lr_mult": 1.0,
     }
