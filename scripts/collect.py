@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def main() -> None:
     provenance = {
         "commits": ", ".join(commits), "hardware": "; ".join(hardware), "runs": len(ok), "failed runs": len(failed),
         "training throughput (img/s, mean over runs)": ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in sorted(ips.items())),
-        "collected with": "python scripts/collect.py " + " ".join(sys.argv[1:]),
+        "collected with": "`python scripts/collect.py " + shlex.join(sys.argv[1:]) + "`",
     }
     write_tables(rows, failed, args.out, args.title, notes, provenance)
     print(Path(args.out).with_suffix(".md").read_text())
