@@ -4,7 +4,6 @@ Errors a user can fix print one ``dacl: error: ...`` line and exit with status 2
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import shlex
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from dacl.errors import DaclError
+from dacl.registry import did_you_mean
 
 CONFIG_DIR = Path(os.environ.get("DACL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 CONFIG_GROUPS = ("method", "benchmark", "model", "trainer", "experiment")
@@ -35,9 +35,7 @@ def check_overrides(overrides: list[str]) -> None:
         available = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
         for choice in filter(None, value.split(",")):
             if choice not in available:
-                close = difflib.get_close_matches(choice, available, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                _fail(f"unknown {key} '{choice}'.{hint} Available: {', '.join(available)} "
+                _fail(f"unknown {key} '{choice}'.{did_you_mean(choice, available)} Available: {', '.join(available)} "
                       f"(add configs/{key}/{choice}.yaml to define a new one)")
 
 
@@ -108,8 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = COMMANDS.get(argv[0])
     if command is None:
-        close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
-        _fail(f"unknown command '{argv[0]}'." + (f" Did you mean '{close[0]}'?" if close else "") + f" Commands: {', '.join(COMMANDS)}")
+        _fail(f"unknown command '{argv[0]}'.{did_you_mean(argv[0], list(COMMANDS))} Commands: {', '.join(COMMANDS)}")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
         command(argv[1:])

@@ -39,8 +39,7 @@ class Registry(Generic[T]):
         _ensure_loaded()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "(none)"
-            close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(str(name), list(self._entries))
             raise UnknownNameError(f"unknown {self.kind} '{name}'.{hint} Registered {self.kind}s: {known}")
         return self._entries[name]
 
@@ -61,6 +60,12 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+
+def did_you_mean(name: str, options: list[str]) -> str:
+    """' Did you mean 'x'?' for the closest option, or '' when none is close."""
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def _describe(obj: Any) -> str:

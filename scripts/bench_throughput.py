@@ -36,7 +36,6 @@ def measure(method_name: str, data, device: torch.device, steps: int, warmup: in
                          progress=False, save_model=False, device=str(device), amp=amp)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(method, data, tcfg, tmp)
-        trainer.cfg.max_steps = warmup + steps
         trainer.fit(stop_at=warmup)  # warm-up (allocator, kernels); its checkpoint is discarded
         t_before = trainer.train_seconds
         trainer.fit()

@@ -133,3 +133,35 @@ def test_linear_probe_trains_only_the_head(tiny_config, synthetic_pair, tmp_path
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"head.weight", "head.bias"}, changed
     assert METHODS.get("linear_probe").__module__ == "baselines.linear_probe"
+
+
+def _target_entropy_after(tiny_config, run_dir, *overrides):
+    from dacl.methods.plugins import entropy
+
+    cfg = OmegaConf.to_container(tiny_config("method=source_only", "trainer.max_steps=60", "trainer.eval_every=60",
+                                             "trainer.save_model=false", *overrides), resolve=True)
+    data = build_benchmark(cfg, torch.device("cpu"))
+    seed_everything(0)
+    method = build_method(cfg, data)
+    fit = Trainer(method, data, TrainerConfig.from_dict(cfg["trainer"]), run_dir).fit()
+    method.eval()
+    with torch.no_grad():
+        return entropy(method.model(data.target_test[0])).item(), fit.history[-1]["source_val_acc"]
+
+
+def test_target_entropy_plugin_lowers_target_entropy(tiny_config, tmp_path):
+    """Known value (uniform logits -> log C), then behaviour: same seed and batches, only the plugin differs."""
+    import math
+
+    from dacl.methods.plugins import entropy
+
+    assert entropy(torch.zeros(4, 10)).item() == pytest.approx(math.log(10))
+    assert entropy(torch.tensor([[50.0, 0, 0]])).item() == pytest.approx(0.0, abs=1e-6)
+    plain, _ = _target_entropy_after(tiny_config, tmp_path / "a")
+    with_plugin, _ = _target_entropy_after(tiny_config, tmp_path / "b", "plugins=[{name: target_entropy, weight: 1.0}]")
+    assert with_plugin < 0.7 * plain, f"target entropy {with_plugin:.3f} with the plugin vs {plain:.3f} without"
+
+
+def test_source_only_learns_the_source_task(tiny_config, tmp_path):
+    _, source_val_acc = _target_entropy_after(tiny_config, tmp_path)
+    assert source_val_acc > 0.6, f"source validation accuracy {source_val_acc:.3f} after 60 steps (chance 0.1)"

@@ -101,7 +101,6 @@ class FitResult:
     steps: int
     train_seconds: float
     images_per_second: float
-    wall_seconds: float
 
 
 class _CsvLog:
@@ -237,7 +236,6 @@ class Trainer:
         if cfg.resume and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
         end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
-        wall0 = time.perf_counter()
         method.train()
         if self.step == 0:
             for h in method.hooks:
@@ -294,7 +292,7 @@ class Trainer:
             self.tb.close()
         steps_timed = max(1, self.step)
         return FitResult(self.history, self.select(), self.step, self.train_seconds,
-                         steps_timed * self.images_per_step / max(self.train_seconds, 1e-9), time.perf_counter() - wall0)
+                         steps_timed * self.images_per_step / max(self.train_seconds, 1e-9))
 
     def _log_train(self, state: StepState, loss: torch.Tensor, bar: Any) -> None:
         values = {k: float(v.detach().float().item()) for k, v in state.losses.items()}

@@ -66,6 +66,16 @@ class Experience:
     classes: tuple[int, ...] | None = None
 
 
+def merge_hparams(kind: str, name: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by config; unknown keys are an error so a typo never falls back silently."""
+    unknown = set(given) - set(defaults)
+    if unknown:
+        from dacl.errors import ConfigError
+
+        raise ConfigError(f"{kind} '{name}' got unknown option(s) {sorted(unknown)}; it accepts {sorted(defaults) or 'none'}")
+    return {**defaults, **given}
+
+
 class Hooks:
     """No-op lifecycle hooks; override the ones you need."""
 
@@ -89,15 +99,7 @@ class Method(nn.Module, Hooks):
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__()
-        unknown = set(hparams) - set(self.defaults)
-        if unknown:
-            from dacl.errors import ConfigError
-
-            raise ConfigError(
-                f"method '{self.registry_name}' got unknown hyper-parameter(s) {sorted(unknown)}; "
-                f"it accepts {sorted(self.defaults) or 'none'}"
-            )
-        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
+        self.hparams: dict[str, Any] = merge_hparams("method", self.registry_name, self.defaults, hparams)
         self.model: nn.Module | None = None
         self.plugins = nn.ModuleList()  # stacked Plugin instances; part of state_dict/checkpoints
 
@@ -147,12 +149,7 @@ class Plugin(nn.Module, Hooks):
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__()
-        unknown = set(hparams) - set(self.defaults)
-        if unknown:
-            from dacl.errors import ConfigError
-
-            raise ConfigError(f"plugin '{self.registry_name}' got unknown option(s) {sorted(unknown)}")
-        self.hparams = {**self.defaults, **hparams}
+        self.hparams = merge_hparams("plugin", self.registry_name, self.defaults, hparams)
         object.__setattr__(self, "method", None)
 
     def attach(self, method: Method) -> None:
