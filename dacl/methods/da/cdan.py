@@ -1,0 +1,89 @@
+"""CDAN and CDAN+E (Long et al., NeurIPS 2018): adversarial alignment conditioned on predictions.
+
+The discriminator sees the multilinear map f (x) g of features and (detached) class probabilities,
+so it aligns the joint feature-label distribution instead of the marginal one DANN aligns. When
+d_f x C is large the exact outer product is replaced by the paper's randomized multilinear map
+(R_f f) * (R_g g) / sqrt(d) with fixed Gaussian R. CDAN+E weights each example by 1 + exp(-H(g)),
+so confident (easy-to-transfer) examples dominate the domain loss.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dacl.methods.base import StepState
+from dacl.methods.da.common import joint_forward
+from dacl.methods.da.dann import DANN
+from dacl.models.classifier import DomainDiscriminator
+from dacl.models.grl import reverse_gradient
+from dacl.registry import METHODS
+
+
+class MultilinearMap(nn.Module):
+    """f (x) g, exact (flattened outer product) or randomized to ``randomized_dim`` features."""
+
+    def __init__(self, feature_dim: int, num_classes: int, randomized_dim: int | None) -> None:
+        super().__init__()
+        self.randomized = randomized_dim is not None
+        self.out_features = randomized_dim if self.randomized else feature_dim * num_classes
+        if self.randomized:  # buffers: fixed, saved with checkpoints, never trained
+            self.register_buffer("r_f", torch.randn(feature_dim, randomized_dim))
+            self.register_buffer("r_g", torch.randn(num_classes, randomized_dim))
+
+    def forward(self, f: Tensor, g: Tensor) -> Tensor:
+        if self.randomized:
+            return (f @ self.r_f) * (g @ self.r_g) / math.sqrt(self.out_features)
+        return torch.bmm(g.unsqueeze(2), f.unsqueeze(1)).flatten(1)
+
+
+def entropy_weights(probs: Tensor) -> Tensor:
+    """CDAN+E's 1 + exp(-H(p)), normalised to mean 1 within the batch (so the loss scale matches CDAN)."""
+    h = -(probs * torch.log(probs + 1e-5)).sum(dim=1)
+    w = 1.0 + torch.exp(-h)
+    return w / w.sum() * w.shape[0]
+
+
+@METHODS.register("cdan")
+class CDAN(DANN):
+    """Conditional adversarial DA; ``entropy=True`` gives CDAN+E (also registered as ``cdan_e``)."""
+
+    defaults = {
+        **DANN.defaults,
+        "entropy": False,               # CDAN+E: entropy-conditioned example weights
+        "randomized": "auto",           # auto: randomize when d_f x C > max_exact_dim; or true / false
+        "randomized_dim": 1024,
+        "max_exact_dim": 4096,
+    }
+
+    def setup(self, model, num_classes: int) -> None:
+        super(DANN, self).setup(model, num_classes)
+        hp = self.hparams
+        exact_dim = model.feature_dim * num_classes
+        randomized = exact_dim > hp["max_exact_dim"] if hp["randomized"] == "auto" else bool(hp["randomized"])
+        self.map = MultilinearMap(model.feature_dim, num_classes, hp["randomized_dim"] if randomized else None)
+        self.discriminator = DomainDiscriminator(self.map.out_features, hidden=hp["disc_hidden"])
+
+    def training_step(self, state: StepState) -> None:
+        out = joint_forward(self, state)
+        f = torch.cat([out.feats_s, out.feats_t])
+        g = F.softmax(torch.cat([out.logits_s, out.logits_t]).float(), dim=1).detach()
+        coeff = self.grl_coeff(state)
+        d_logits = self.discriminator(reverse_gradient(self.map(f.float(), g), coeff))
+        n_s = out.feats_s.shape[0]
+        d_labels = torch.cat([d_logits.new_ones(n_s), d_logits.new_zeros(f.shape[0] - n_s)])
+        weight = entropy_weights(g) if self.hparams["entropy"] else None
+        state.losses["domain"] = self.hparams["trade_off"] * F.binary_cross_entropy_with_logits(
+            d_logits.float(), d_labels, weight=weight)
+        with torch.no_grad():
+            state.logs["domain_acc"] = ((d_logits > 0).float() == d_labels).float().mean()
+            state.logs["grl_coeff"] = torch.tensor(coeff)
+
+
+@METHODS.register("cdan_e")
+class CDANE(CDAN):
+    """CDAN+E: CDAN with entropy conditioning on by default."""
+
+    defaults = {**CDAN.defaults, "entropy": True}

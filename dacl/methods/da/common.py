@@ -1,0 +1,50 @@
+"""What most feature-level DA methods share: one forward over source+target and a weighted alignment term.
+
+A subclass of ``AlignmentMethod`` writes only ``alignment_loss``; the forward, the source cross-entropy,
+the shared outputs (so stacked plugins such as ``target_entropy`` reuse the target logits) and the
+trade-off live here once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dacl.methods.base import Method, StepState
+
+
+@dataclass
+class DomainOutputs:
+    logits_s: Tensor
+    logits_t: Tensor
+    feats_s: Tensor
+    feats_t: Tensor
+
+
+def joint_forward(method: Method, state: StepState) -> DomainOutputs:
+    """One forward over cat(source, target): half the kernel launches, and BatchNorm sees both domains."""
+    b = state.batch
+    if b.x_target is None:
+        raise ValueError(f"method '{method.registry_name}' needs unlabelled target batches: use it with a DA benchmark")
+    n_s = b.x.shape[0]
+    logits, feats = method.model.forward_with_features(torch.cat([b.x, b.x_target]))
+    out = DomainOutputs(logits[:n_s], logits[n_s:], feats[:n_s], feats[n_s:])
+    state.outputs.update(logits=out.logits_s, logits_target=out.logits_t, features=feats)
+    state.losses["cls"] = F.cross_entropy(out.logits_s, b.y)
+    return out
+
+
+class AlignmentMethod(Method):
+    """Source cross-entropy + ``trade_off`` x a discrepancy between source and target (MMD, CORAL, OT, ...)."""
+
+    needs_target = True
+    loss_name = "align"
+
+    def alignment_loss(self, out: DomainOutputs, state: StepState) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, state: StepState) -> None:
+        out = joint_forward(self, state)
+        state.losses[self.loss_name] = self.hparams["trade_off"] * self.alignment_loss(out, state)
