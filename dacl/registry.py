@@ -95,6 +95,8 @@ BACKBONES: Registry = Registry("backbone")
 VALIDATORS: Registry = Registry("validator")
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
+FEATURE_ADAPTERS: Registry = Registry("feature-space adapter")  # shallow DA on precomputed features
+FEATURE_CLASSIFIERS: Registry = Registry("feature classifier")
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (METHODS, PLUGINS, BENCHMARKS, DATASETS, BACKBONES, VALIDATORS, OPTIMIZERS, SCHEDULES)
