@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "dacl.engine.optim",
     "dacl.models",
     "dacl.data.sources",
+    "dacl.data.office",
     "dacl.benchmarks",
     "dacl.methods",
     "dacl.validators",

@@ -106,3 +106,22 @@ register_pair("svhn_mnist", "svhn", "mnist", **RGB32)
 register_pair("digits_offline", "mnist_5k", "uci_digits", **GREY28)
 # Tiny controlled shift for tests: UCI digits -> low-contrast, brightened, noisy UCI digits.
 register_pair("synthetic_shift", "uci_digits", "uci_digits_shifted", **GREY28)
+
+# Office-style objects (96px RGB, ImageNet normalisation so ImageNet-pretrained weights drop in).
+RGB96 = {"image_size": 96, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@BENCHMARKS.register("office_caltech")
+def office_caltech_pair(source: str = "amazon", target: str = "webcam", **overrides: Any) -> DomainPair:
+    """Office-Caltech-10 images, any of the 12 ordered pairs of amazon / caltech10 / dslr / webcam (96px)."""
+    return load_domain_pair({"name": "office_caltech", "domain": source}, {"name": "office_caltech", "domain": target},
+                            name="office_caltech", **{**RGB96, **overrides})
+
+
+@BENCHMARKS.register("image_folder_pair")
+def image_folder_pair(source: str, target: str, classes: list[str] | None = None, name: str = "image_folder",
+                      **overrides: Any) -> DomainPair:
+    """Two ImageFolder trees (e.g. Office-31 ``amazon`` -> ``webcam``, Office-Home ``Art`` -> ``Clipart``)."""
+    cfg = {**RGB96, **overrides}
+    spec = lambda p: {"name": "image_folder", "path": p, "image_size": cfg["image_size"], "classes": classes}  # noqa: E731
+    return load_domain_pair(spec(source), spec(target), name=name, **cfg)

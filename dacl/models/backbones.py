@@ -44,3 +44,33 @@ class DigitsCNN32(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.conv(x))
+
+
+@BACKBONES.register("resnet18")
+class ResNet18(nn.Module):
+    """torchvision ResNet-18 trunk (512-d) for object images. No ImageNet weights exist offline here, so it
+    starts from scratch unless ``weights`` names a local state-dict file (e.g. one dacl pre-trained and saved)."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 96, weights: str | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        import torch
+        import torchvision
+
+        net = torchvision.models.resnet18(weights=None)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if weights:
+            from pathlib import Path
+
+            from dacl.errors import ConfigError
+
+            if not Path(weights).is_file():
+                raise ConfigError(f"resnet18 weights file '{weights}' not found; pass a local state_dict path or weights=null")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+        net.fc = nn.Identity()
+        self.net = nn.Sequential(net, nn.Dropout(dropout)) if dropout else net
+        self.out_features = 512
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
