@@ -9,7 +9,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "adding_a_method.md"
 
 def test_worked_example_runs_and_plugin_stacks(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) == 2, "the doc has a definition block and a usage block"
+    assert len(blocks) == 3, "the doc has a definition block, a usage block and the AlignmentMethod block"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(blocks[0], str(DOC), "exec"), namespace)
@@ -33,3 +33,18 @@ def test_worked_example_runs_and_plugin_stacks(tmp_path, monkeypatch):
         method.model.weight.add_(0.5)
     plugin.before_backward(state)
     assert abs(state.losses["l2sp"].item() - 6 * 0.25) < 1e-6
+
+
+def test_alignment_method_example_defines_a_working_discrepancy():
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    namespace: dict = {}
+    exec(compile("from dacl.registry import METHODS\n" + blocks[2], str(DOC), "exec"), namespace)
+    from dacl.methods.da.common import DomainOutputs
+    from dacl.registry import METHODS
+
+    method = METHODS.build("mean_match_example")
+    f = torch.randn(8, 4)
+    same = DomainOutputs(torch.zeros(8, 2), torch.zeros(8, 2), f, f.clone())
+    shifted = DomainOutputs(torch.zeros(8, 2), torch.zeros(8, 2), f, f + 1.0)
+    assert method.alignment_loss(same, None).item() == 0.0
+    assert abs(method.alignment_loss(shifted, None).item() - 4.0) < 1e-5
