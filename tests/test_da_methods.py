@@ -117,3 +117,35 @@ def test_method_beats_source_only_on_synthetic_shift(name, tiny_config, tmp_path
         _source_only[steps] = _target_acc("source_only", tiny_config, tmp_path, steps)
     acc = _target_acc(name, tiny_config, tmp_path, steps)
     assert acc > _source_only[steps] + 0.03, f"{name}: target acc {acc:.3f} vs source-only {_source_only[steps]:.3f}"
+
+
+def test_self_training_rounds_refresh_a_frozen_teacher_at_round_boundaries():
+    from dacl.methods.base import Batch, StepState
+
+    st = METHODS.build("self_training", rounds=2)
+    st.setup(torch.nn.Linear(4, 3), 3)
+    batch = Batch(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))
+    st._refresh_teacher(StepState(10, 90, batch))
+    assert int(st.teacher_round) == 0, "first third: source-only warm-up, no teacher yet"
+    st._refresh_teacher(StepState(30, 90, batch))
+    assert int(st.teacher_round) == 1 and torch.equal(st.teacher.weight, st.model.weight)
+    with torch.no_grad():
+        st.model.weight.add_(1.0)
+    st._refresh_teacher(StepState(45, 90, batch))
+    assert not torch.equal(st.teacher.weight, st.model.weight), "the teacher stays frozen within a round"
+    st._refresh_teacher(StepState(60, 90, batch))
+    assert int(st.teacher_round) == 2 and torch.equal(st.teacher.weight, st.model.weight)
+    assert not any(p.requires_grad for p in st.teacher.parameters())
+    assert "teacher_round" in st.state_dict() and "teacher.weight" in st.state_dict(), "resume restores the teacher"
+
+
+def test_cdan_switches_to_the_randomized_map_for_large_products():
+    from dacl.models.classifier import build_classifier
+
+    model = build_classifier("lenet", num_classes=10, in_channels=1, image_size=28, bottleneck_dim=256)
+    exact = METHODS.build("cdan")
+    exact.setup(model, 10)
+    assert exact.map.out_features == 2560 and not exact.map.randomized
+    rnd = METHODS.build("cdan_e", max_exact_dim=1000, randomized_dim=512)
+    rnd.setup(model, 10)
+    assert rnd.map.randomized and rnd.map.out_features == 512 and rnd.hparams["entropy"]
