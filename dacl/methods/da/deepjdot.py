@@ -8,7 +8,6 @@ the source examples they are transported to.
 """
 from __future__ import annotations
 
-import ot
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,6 +28,8 @@ def jdot_cost(feats_s: Tensor, labels_s: Tensor, feats_t: Tensor, logits_t: Tens
 
 def transport_plan(cost: Tensor, solver: str = "emd", reg: float = 0.1) -> Tensor:
     """Optimal plan between uniform marginals for a (detached) cost matrix, via POT."""
+    import ot  # POT; imported lazily (~1-2 s) so `dacl list` and other methods stay fast
+
     n_s, n_t = cost.shape
     a = torch.full((n_s,), 1.0 / n_s, dtype=torch.float64, device=cost.device)
     b = torch.full((n_t,), 1.0 / n_t, dtype=torch.float64, device=cost.device)

@@ -4,17 +4,14 @@ The classic pipeline of Sun et al. 2016 ("Return of frustratingly easy DA": CORA
 Courty et al. 2017 (TPAMI: OT-DA + 1-NN). Adapters are registered functions
 ``(xs, ys, xt, **hparams) -> (xs_adapted, xt_adapted)``; the OT ones are POT's ``ot.da`` transports
 (barycentric mapping of the source onto the target). Classifiers are scikit-learn estimators.
-Target labels are only used to score the final prediction.
+Target labels are only used to score the final prediction. POT, SciPy and scikit-learn are imported
+lazily so importing dacl stays fast.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-import ot
-from scipy import linalg
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.svm import SVC
 
 from dacl.registry import FEATURE_ADAPTERS, FEATURE_CLASSIFIERS
 
@@ -37,12 +34,20 @@ def no_adaptation(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray) -> Arrays:
 @FEATURE_ADAPTERS.register("coral")
 def coral(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, eps: float = 1.0) -> Arrays:
     """Whiten the source with (C_s + eps I)^-1/2, re-colour it with (C_t + eps I)^1/2 (Sun et al. 2016, Alg. 1)."""
+    from scipy import linalg
+
     d = xs.shape[1]
     cs = np.cov(xs, rowvar=False) + eps * np.eye(d)
     ct = np.cov(xt, rowvar=False) + eps * np.eye(d)
     whiten = linalg.fractional_matrix_power(cs, -0.5)
     recolor = linalg.fractional_matrix_power(ct, 0.5)
     return np.real(xs @ whiten @ recolor), xt
+
+
+def _ot_da() -> Any:
+    import ot.da
+
+    return ot.da
 
 
 def _transport(estimator: Any, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, use_labels: bool) -> Arrays:
@@ -53,44 +58,48 @@ def _transport(estimator: Any, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, u
 @FEATURE_ADAPTERS.register("ot_emd")
 def ot_emd(xs, ys, xt, norm: str = "max") -> Arrays:
     """Exact OT (network simplex) + barycentric mapping."""
-    return _transport(ot.da.EMDTransport(norm=norm), xs, ys, xt, use_labels=False)
+    return _transport(_ot_da().EMDTransport(norm=norm), xs, ys, xt, use_labels=False)
 
 
 @FEATURE_ADAPTERS.register("ot_sinkhorn")
 def ot_sinkhorn(xs, ys, xt, reg_e: float = 0.1, norm: str = "max", max_iter: int = 1000) -> Arrays:
     """Entropic OT ("OT-IT" in Courty et al. 2017)."""
-    return _transport(ot.da.SinkhornTransport(reg_e=reg_e, norm=norm, max_iter=max_iter), xs, ys, xt, use_labels=False)
+    return _transport(_ot_da().SinkhornTransport(reg_e=reg_e, norm=norm, max_iter=max_iter), xs, ys, xt, use_labels=False)
 
 
 @FEATURE_ADAPTERS.register("ot_lpl1")
 def ot_lpl1(xs, ys, xt, reg_e: float = 0.1, reg_cl: float = 1.0, norm: str = "max") -> Arrays:
     """Entropic OT + class-sparsity l_p-l_1 regulariser on source labels ("OT-LpLq")."""
-    return _transport(ot.da.SinkhornLpl1Transport(reg_e=reg_e, reg_cl=reg_cl, norm=norm), xs, ys, xt, use_labels=True)
+    return _transport(_ot_da().SinkhornLpl1Transport(reg_e=reg_e, reg_cl=reg_cl, norm=norm), xs, ys, xt, use_labels=True)
 
 
 @FEATURE_ADAPTERS.register("ot_gl")
 def ot_group_lasso(xs, ys, xt, reg_e: float = 0.1, reg_cl: float = 1.0, norm: str = "max") -> Arrays:
     """Entropic OT + group-lasso (l1-l2) class regulariser, solved by generalised conditional gradient ("OT-GL")."""
-    return _transport(ot.da.SinkhornL1l2Transport(reg_e=reg_e, reg_cl=reg_cl, norm=norm), xs, ys, xt, use_labels=True)
+    return _transport(_ot_da().SinkhornL1l2Transport(reg_e=reg_e, reg_cl=reg_cl, norm=norm), xs, ys, xt, use_labels=True)
 
 
 @FEATURE_ADAPTERS.register("ot_laplace")
 def ot_laplace(xs, ys, xt, reg_lap: float = 1.0, reg_src: float = 0.5, norm: str = "max", max_iter: int = 10) -> Arrays:
     """Exact OT + Laplacian regularisation that keeps source neighbours close after transport ("OT-Laplace").
     10 conditional-gradient iterations: POT's default 100 took ~3 min per Office-Caltech pair on one core."""
-    est = ot.da.EMDLaplaceTransport(reg_lap=reg_lap, reg_src=reg_src, norm=norm, max_iter=max_iter)
+    est = _ot_da().EMDLaplaceTransport(reg_lap=reg_lap, reg_src=reg_src, norm=norm, max_iter=max_iter)
     return _transport(est, xs, ys, xt, use_labels=False)
 
 
 @FEATURE_CLASSIFIERS.register("1nn")
-def one_nn() -> KNeighborsClassifier:
+def one_nn() -> Any:
+    from sklearn.neighbors import KNeighborsClassifier
+
     return KNeighborsClassifier(n_neighbors=1)
 
 
 @FEATURE_CLASSIFIERS.register("linear_svm")
-def linear_svm(C: float = 1.0) -> SVC:
+def linear_svm(C: float = 1.0) -> Any:
     """LIBSVM with a linear kernel, the tool Sun et al. 2016 used (liblinear's LinearSVC took minutes to converge
     on z-scored SURF features; LIBSVM's dual solver takes under a second)."""
+    from sklearn.svm import SVC
+
     return SVC(kernel="linear", C=C)
 
 

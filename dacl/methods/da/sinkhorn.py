@@ -6,7 +6,6 @@ geomloss computes it on the device without an explicit plan.
 """
 from __future__ import annotations
 
-from geomloss import SamplesLoss
 from torch import Tensor
 
 from dacl.methods.base import StepState
@@ -29,6 +28,8 @@ class SinkhornAlignment(AlignmentMethod):
 
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
+        from geomloss import SamplesLoss  # lazy: only runs that use it pay the import
+
         hp = self.hparams
         self.divergence = SamplesLoss("sinkhorn", p=hp["p"], blur=hp["blur"], scaling=hp["scaling"], debias=True)
 
