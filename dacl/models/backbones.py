@@ -8,15 +8,21 @@ from dacl.registry import BACKBONES
 
 @BACKBONES.register("lenet")
 class LeNet(nn.Module):
-    """LeNet as used for MNIST<->USPS in ADDA/CDAN (and TLlib): 28x28 input -> 500-d features."""
+    """LeNet as used for MNIST<->USPS in ADDA/CDAN (and TLlib): 28x28 input -> 500-d features.
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, out_features: int = 500, dropout: float = 0.5) -> None:
+    ``batch_norm=True`` adds BatchNorm after each convolution: the source models test-time adaptation
+    (BN-adapt, Tent) needs.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, out_features: int = 500, dropout: float = 0.5,
+                 batch_norm: bool = False) -> None:
         super().__init__()
         if image_size != 28:
             raise ValueError(f"lenet expects 28x28 inputs, got image_size={image_size}; resize in the benchmark config")
+        norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())  # noqa: E731
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(in_channels, 20, kernel_size=5), norm(20), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(20, 50, kernel_size=5), norm(50), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
             nn.Flatten(),
         )
         self.fc = nn.Sequential(nn.Linear(50 * 4 * 4, out_features), nn.ReLU(), nn.Dropout(dropout))

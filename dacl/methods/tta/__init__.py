@@ -1,1 +1,2 @@
-"""Test-time adaptation methods (BN-adapt, Tent, SHOT-IM land here; see the TTA issue)."""
+"""Test-time adaptation methods (one file each, registered on import)."""
+from dacl.methods.tta import bn_adapt, shot_im, tent  # noqa: F401
