@@ -119,3 +119,14 @@ def test_protocol_and_checkpoint_errors_are_clear(source, tmp_path):
 
     with pytest.raises(ConfigError, match="lenet_bn"):
         build_tta("tent", build_classifier("lenet", 10, 1, 28, bottleneck_dim=0), 10)  # no BN anywhere
+
+
+def test_offline_shot_im_improves_over_the_source_model(source):
+    from dacl.engine.tta import evaluate_adapted, fit_tta
+
+    model, data = _fresh_model(source)
+    method = build_tta("shot_im", model, 10, lr=1e-2)
+    before = evaluate_adapted(method, *data.target_test)
+    fit_tta(method, data.target_train_x, epochs=2)
+    after = evaluate_adapted(method, *data.target_test)
+    assert after > before + 0.05, (before, after)

@@ -62,3 +62,27 @@ def run_tta(method: Method, domains: Sequence[tuple[str, Tensor, Tensor]], proto
             correct += int((method.adapt(x[idx]).argmax(1) == y[idx]).sum())
         accuracies[name] = correct / len(x)
     return accuracies
+
+
+def fit_tta(method: Method, x: Tensor, epochs: int, batch_size: int = 64, seed: int = 0) -> None:
+    """Offline (source-free) adaptation as in the SHOT paper: several shuffled passes over the unlabelled
+    target training set. Score afterwards with ``evaluate_adapted``."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen).to(x.device)
+        for start in range(0, len(x) - batch_size + 1, batch_size):  # drop the ragged last batch (BN stats)
+            method.adapt(x[order[start:start + batch_size]])
+
+
+@torch.no_grad()
+def evaluate_adapted(method: Method, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    """Accuracy of the adapted model with frozen weights and BN in eval mode (running statistics)."""
+    model = method.model
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum()) for i in range(0, len(x), batch_size))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return correct / len(x)
