@@ -32,3 +32,6 @@ def oracle(ctx: EvalContext) -> float:
     """Target test accuracy. Uses target labels: an upper bound, never a selection rule to report as ours."""
     assert ctx.target_labels is not None
     return accuracy(ctx.target_logits, ctx.target_labels)
+
+
+from dacl.validators import unsupervised  # noqa: E402,F401  (registers entropy, im, bnm, snd)

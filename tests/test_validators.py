@@ -1,0 +1,56 @@
+"""Label-free validators on hand-made predictions with a known ordering; none may read target labels."""
+import pytest
+import torch
+
+from dacl.registry import VALIDATORS
+from dacl.validators import EvalContext
+
+
+def ctx(logits):
+    return EvalContext(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), logits, None)  # no target labels
+
+
+def one_hot_logits(labels, scale=10.0, classes=3):
+    return torch.nn.functional.one_hot(torch.tensor(labels), classes).float() * scale
+
+
+CONFIDENT_BALANCED = one_hot_logits([0, 1, 2] * 20)
+COLLAPSED = one_hot_logits([0] * 60)
+UNCERTAIN = torch.zeros(60, 3)
+
+
+@pytest.mark.parametrize("name", ["im", "bnm"])
+def test_prefers_confident_balanced_over_collapsed_and_uncertain(name):
+    score = lambda lg: VALIDATORS.get(name)(ctx(lg))  # noqa: E731
+    assert score(CONFIDENT_BALANCED) > score(COLLAPSED), name
+    assert score(CONFIDENT_BALANCED) > score(UNCERTAIN), name
+
+
+def test_entropy_prefers_confidence_even_when_collapsed():
+    score = VALIDATORS.get("entropy")
+    assert score(ctx(COLLAPSED)) > score(ctx(UNCERTAIN))
+    assert score(ctx(COLLAPSED)) == pytest.approx(score(ctx(CONFIDENT_BALANCED)), abs=1e-3), "entropy is blind to collapse"
+
+
+def test_im_known_value():
+    # uniform predictions: -H(p) + H(mean p) = -log 3 + log 3 = 0; confident balanced: ~0 + log 3
+    assert VALIDATORS.get("im")(ctx(UNCERTAIN)) == pytest.approx(0.0, abs=1e-6)
+    assert VALIDATORS.get("im")(ctx(one_hot_logits([0, 1, 2] * 20, scale=50.0))) == pytest.approx(torch.log(torch.tensor(3.0)).item(), abs=1e-3)
+
+
+def test_snd_prefers_tight_clusters_over_scattered_predictions():
+    """SND rewards dense neighbourhoods; like entropy it cannot see collapse (one cluster is densest)."""
+    scattered = torch.randn(60, 3, generator=torch.Generator().manual_seed(0)) * 2.0
+    score = VALIDATORS.get("snd")
+    assert score(ctx(CONFIDENT_BALANCED)) > score(ctx(scattered))
+    assert score(ctx(COLLAPSED)) >= score(ctx(CONFIDENT_BALANCED))
+
+
+def test_trainer_records_a_selection_per_validator(tiny_config, tmp_path):
+    from dacl.experiment import run_experiment
+
+    res = run_experiment(tiny_config("method=source_only", "trainer.validators=[source_val,entropy,im,bnm,snd]"), tmp_path)
+    assert set(res["selection"]) == {"last", "source_val", "entropy", "im", "bnm", "snd", "oracle"}
+    for name in ("entropy", "im", "bnm", "snd"):
+        best = max(res["history"], key=lambda h: h[f"score/{name}"])
+        assert res["selection"][name]["step"] == best["step"]
