@@ -49,8 +49,36 @@ def test_snd_prefers_tight_clusters_over_scattered_predictions():
 def test_trainer_records_a_selection_per_validator(tiny_config, tmp_path):
     from dacl.experiment import run_experiment
 
-    res = run_experiment(tiny_config("method=source_only", "trainer.validators=[source_val,entropy,im,bnm,snd]"), tmp_path)
-    assert set(res["selection"]) == {"last", "source_val", "entropy", "im", "bnm", "snd", "oracle"}
-    for name in ("entropy", "im", "bnm", "snd"):
+    seen = []
+    if "label_spy" not in VALIDATORS.names():
+        VALIDATORS.register("label_spy")(lambda c: seen.append(c.target_labels) or 0.0)
+    res = run_experiment(tiny_config("method=source_only", "trainer.validators=[source_val,entropy,im,bnm,snd,dev,label_spy]"), tmp_path)
+    assert seen and all(labels is None for labels in seen), "a label-free validator was handed target labels"
+    assert set(res["selection"]) == {"last", "source_val", "entropy", "im", "bnm", "snd", "dev", "label_spy", "oracle"}
+    for name in ("entropy", "im", "bnm", "snd", "dev"):
         best = max(res["history"], key=lambda h: h[f"score/{name}"])
         assert res["selection"][name]["step"] == best["step"]
+
+
+def test_dev_weights_source_validation_errors_by_target_likeness():
+    """Two models with the same source-val loss: the one that errs on target-like examples must score lower."""
+    g = torch.Generator().manual_seed(0)
+    fs = torch.randn(400, 2, generator=g)
+    ft = torch.randn(400, 2, generator=g) + torch.tensor([3.0, 0.0])
+    fv = torch.cat([torch.randn(50, 2, generator=g), torch.randn(50, 2, generator=g) + torch.tensor([3.0, 0.0])])
+    labels = torch.zeros(100, dtype=torch.long)
+    good, bad = torch.full((100, 2), 0.0), torch.full((100, 2), 0.0)
+    good[:, 0], bad[:, 0] = 5.0, 5.0
+    good[:50, 0] = -5.0  # errs on the source-like half
+    bad[50:, 0] = -5.0   # errs on the target-like half
+    feats = {"source_train": fs, "source_val": fv, "target": ft}
+    score = VALIDATORS.get("dev")
+    mk = lambda lg: EvalContext(lg, labels, torch.zeros(4, 2), None, feature_fn=feats.__getitem__)  # noqa: E731
+    assert score(mk(good)) > score(mk(bad))
+
+
+def test_dev_risk_equals_mean_loss_for_uniform_weights():
+    from dacl.validators.unsupervised import dev_risk
+
+    losses = torch.tensor([0.5, 1.0, 2.0])
+    assert dev_risk(losses, torch.ones(3)).item() == pytest.approx(losses.mean().item())

@@ -209,15 +209,35 @@ class Trainer:
         pred = lambda x: predict_in_batches(self.method.predict, x, self.cfg.eval_batch_size, self.amp_dtype)  # noqa: E731
         d = self.data
         val_logits, tgt_logits = pred(d.source_val[0]), pred(d.target_test[0])
-        ctx = EvalContext(val_logits, d.source_val[1], tgt_logits, d.target_test[1])
+        ctx = EvalContext(val_logits, d.source_val[1], tgt_logits, None, feature_fn=self._feature_fn())
         rec = {"step": self.step,
                "source_val_acc": accuracy(val_logits, d.source_val[1]),
                "source_test_acc": accuracy(pred(d.source_test[0]), d.source_test[1]),
                "target_test_acc": accuracy(tgt_logits, d.target_test[1]),
                "target_test_ece": expected_calibration_error(tgt_logits, d.target_test[1])}
-        rec.update({f"score/{name}": float(fn(ctx)) for name, fn in self.validators.items()})
+        for name, fn in self.validators.items():  # target labels reach only validators that declare them (the oracle)
+            labelled = getattr(fn, "uses_target_labels", False)
+            seen = EvalContext(**{**vars(ctx), "target_labels": d.target_test[1]}) if labelled else ctx
+            rec[f"score/{name}"] = float(fn(seen))
         self.method.train()
         return rec
+
+    def _feature_fn(self):
+        """Lazy, cached bottleneck features for validators that need them (DEV); subsampled to 2,048 rows."""
+        cache: dict[str, torch.Tensor] = {}
+        g = torch.Generator().manual_seed(0)
+        sources = {"source_train": self.data.source_train[0], "source_val": self.data.source_val[0],
+                   "target": self.data.target_train_x}
+
+        def features(split: str) -> torch.Tensor:
+            if split not in cache:
+                x = sources[split]
+                if split != "source_val" and len(x) > 2048:
+                    x = x[torch.randperm(len(x), generator=g)[:2048].to(x.device)]
+                cache[split] = predict_in_batches(self.method.model.features, x, self.cfg.eval_batch_size, self.amp_dtype)
+            return cache[split]
+
+        return features
 
     def select(self) -> dict[str, dict[str, float]]:
         """For each protocol, the eval record it picks: 'last', each validator's argmax, and 'oracle'."""

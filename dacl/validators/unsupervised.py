@@ -6,7 +6,8 @@
 - ``snd``: soft neighbourhood density (Saito et al. 2021): entropy of each target example's softmax-similarity
   distribution over the other examples; dense, well-clustered predictions score high (a fully collapsed
   model is one dense cluster, so SND, like entropy, cannot detect collapse; IM and BNM can).
-Target *labels* are never read. Large target sets are subsampled (fixed seed) for the O(n^2) ones.
+- ``dev``: deep embedded validation (You et al. 2019): importance-weighted source-validation loss.
+Target *labels* are never read (the trainer does not even pass them). Large sets are subsampled with a fixed seed.
 """
 from __future__ import annotations
 
@@ -58,3 +59,31 @@ def soft_neighbourhood_density(ctx: EvalContext, temperature: float = 0.05) -> f
     sim.fill_diagonal_(float("-inf"))  # an example is not its own neighbour
     q = F.softmax(sim / temperature, dim=1)
     return float(-(q * torch.log(q + 1e-8)).sum(1).mean())
+
+
+def dev_risk(val_losses: Tensor, weights: Tensor) -> Tensor:
+    """DEV's control-variate estimate of the target risk from importance-weighted source validation losses."""
+    wl = weights * val_losses
+    var = weights.var()
+    eta = -torch.cov(torch.stack([wl, weights]))[0, 1] / var if var > 1e-12 else torch.zeros(())
+    return wl.mean() + eta * weights.mean() - eta
+
+
+@VALIDATORS.register("dev")
+def deep_embedded_validation(ctx: EvalContext) -> float:
+    """DEV (You et al., ICML 2019): weight each source-validation loss by p(target|f)/p(source|f) from a logistic
+    domain classifier on bottleneck features (source train vs unlabelled target), then control-variate the mean.
+    Returns the negative risk (higher is better)."""
+    from sklearn.linear_model import LogisticRegression
+
+    fs, fv, ft = (ctx.features(s).float().cpu().numpy() for s in ("source_train", "source_val", "target"))
+    import numpy as np
+
+    clf = LogisticRegression(max_iter=1000).fit(np.concatenate([fs, ft]), np.r_[np.zeros(len(fs)), np.ones(len(ft))])
+    p_t = torch.as_tensor(clf.predict_proba(fv)[:, 1]).clamp(1e-4, 1 - 1e-4)
+    weights = (p_t / (1 - p_t) * len(fs) / len(ft)).float()
+    losses = F.cross_entropy(ctx.source_val_logits.float().cpu(), ctx.source_val_labels.cpu(), reduction="none")
+    return float(-dev_risk(losses, weights))
+
+
+deep_embedded_validation.needs_features = True  # type: ignore[attr-defined]
