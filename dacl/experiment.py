@@ -19,7 +19,9 @@ from dacl.engine.results import atomic_write_json, git_commit, hardware, version
 from dacl.engine.trainer import FitResult, Trainer, TrainerConfig, resolve_device, seed_everything
 from dacl.methods.base import Method
 from dacl.models.classifier import build_classifier
+from dacl.errors import ConfigError
 from dacl.registry import BENCHMARKS, METHODS, PLUGINS
+from dacl.sweep import sample_hparams
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ def build_benchmark(cfg: Mapping[str, Any], device: torch.device) -> DomainPair:
 
 def build_method(cfg: Mapping[str, Any], data: DomainPair) -> Method:
     name, hparams = _split_name(cfg["method"])
+    search = hparams.pop("search", None) or {}
+    unknown = set(search) - set(METHODS.get(name).defaults)
+    if unknown:
+        raise ConfigError(f"method '{name}': search space names unknown hyper-parameter(s) {sorted(unknown)}")
+    hparams.update(sample_hparams(name, search, int(cfg.get("hparams_seed") or 0)))
     method: Method = METHODS.get(name)(**hparams)
     model_cfg = dict(cfg["model"])
     model = build_classifier(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size, **model_cfg)
@@ -102,7 +109,9 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "benchmark": data.name,
         "task": data.task,
         "method": plain["method"]["name"],
-        "variant": plain.get("variant"),
+        "variant": plain.get("variant") or (f"hp{plain['hparams_seed']}" if plain.get("hparams_seed") else None),
+        "hparams_seed": int(plain.get("hparams_seed") or 0),
+        "method_hparams": method.hparams,
         "seed": int(plain["seed"]),
         "command": command,
         "config": plain,

@@ -53,7 +53,9 @@ def test_method_config_files_match_python_defaults():
     for path in (Path(__file__).resolve().parents[1] / "configs" / "method").glob("*.yaml"):
         cfg = yaml.safe_load(path.read_text())
         cls = METHODS.get(cfg.pop("name"))
+        search = cfg.pop("search", {}) or {}
         assert cfg == cls.defaults, f"{path.name}: {cfg} vs {cls.defaults}"
+        assert set(search) <= set(cls.defaults), f"{path.name}: search names unknown keys {set(search) - set(cls.defaults)}"
 
 
 def test_unknown_hyperparameter_is_rejected():
