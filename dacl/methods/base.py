@@ -64,6 +64,7 @@ class Experience:
     index: int = 0
     name: str = "train"
     classes: tuple[int, ...] | None = None
+    data: tuple[Tensor, Tensor] | None = None  # the experience's training inputs/labels (EWC's Fisher reads them)
 
 
 def merge_hparams(kind: str, name: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

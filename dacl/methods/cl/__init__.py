@@ -1,1 +1,2 @@
-"""Continual-learning methods and plugins (EWC, LwF, replay land here; see the CL issue)."""
+"""Continual-learning plugins (one file each, registered on import); they stack through the lifecycle hooks."""
+from dacl.methods.cl import ewc, lwf, replay  # noqa: F401

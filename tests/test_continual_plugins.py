@@ -1,0 +1,92 @@
+"""CL plugins: EWC penalty, LwF distillation, reservoir replay buffer."""
+import pytest
+import torch
+from torch import nn
+
+from dacl.methods.base import Batch, Experience, StepState
+from dacl.methods.cl.lwf import distillation_loss
+from dacl.methods.cl.replay import ReservoirBuffer
+from dacl.registry import METHODS, PLUGINS
+
+
+def _method_with(plugin_name, **kw):
+    method = METHODS.build("source_only")
+    method.setup(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), 3)
+    plugin = PLUGINS.build(plugin_name, **kw)
+    method.add_plugin(plugin)
+    return method, plugin
+
+
+def _data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_fisher_weighted_distance(online):
+    method, ewc = _method_with("ewc", weight=2.0, online=online)
+    ewc.after_experience(Experience(0, data=_data()))
+    assert ewc.penalty().item() == 0.0
+    fisher = {n[len("fisher_"):].partition("_")[2]: f for n, f in ewc.named_buffers() if n.startswith("fisher_")}
+    assert all((f >= 0).all() for f in fisher.values()) and sum(f.sum() for f in fisher.values()) > 0
+    with torch.no_grad():
+        method.model[0].weight.add_(0.1)
+    small = ewc.penalty().item()
+    expected = 0.5 * 2.0 * (fisher["0__weight"] * 0.01).sum().item()
+    assert small == pytest.approx(expected, rel=1e-5)
+    with torch.no_grad():
+        method.model[0].weight.add_(0.1)
+    assert ewc.penalty().item() == pytest.approx(4 * small, rel=1e-5)
+
+
+def test_online_ewc_keeps_one_running_fisher():
+    method, ewc = _method_with("ewc", online=True, gamma=0.5)
+    ewc.after_experience(Experience(0, data=_data(seed=0)))
+    first = ewc.get_buffer("fisher_online_0__weight").clone()
+    ewc.after_experience(Experience(1, data=_data(seed=0)))
+    assert torch.allclose(ewc.get_buffer("fisher_online_0__weight"), 1.5 * first, rtol=1e-4)
+    assert sum(n.startswith("fisher_") for n, _ in ewc.named_buffers()) == 4  # one per parameter, not per task
+
+
+def test_lwf_is_zero_when_student_equals_teacher_and_positive_otherwise():
+    logits = torch.randn(16, 5)
+    assert distillation_loss(logits, logits.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(logits, torch.randn(16, 5), 2.0).item() > 0.01
+    method, lwf = _method_with("lwf")
+    lwf.before_experience(Experience(1))
+    state = StepState(0, 1, Batch(*_data(32)))
+    method.training_step(state)
+    lwf.before_backward(state)
+    assert state.losses["lwf"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reservoir_never_exceeds_capacity_and_keeps_a_uniform_sample():
+    counts = torch.zeros(1000)
+    for trial in range(200):
+        buf = ReservoirBuffer(capacity=100, seed=trial)
+        for start in range(0, 1000, 64):
+            ids = torch.arange(start, min(start + 64, 1000))
+            buf.add(ids.float().unsqueeze(1), ids)
+            assert int(buf.size) <= 100
+        assert int(buf.size) == 100 and len(set(buf.y.tolist())) == 100, "no duplicates"
+        counts[buf.y] += 1
+    # each of 1,000 items should be kept with probability 0.1: 20 of 200 trials on average
+    early, late = counts[:500].mean().item(), counts[500:].mean().item()
+    assert abs(early - 20) < 1.5 and abs(late - 20) < 1.5, (early, late)
+    chi2 = (((counts.view(10, 100).sum(1) - 2000) ** 2) / 2000).sum().item()
+    assert chi2 < 27.9, f"per-decile counts not uniform (chi2={chi2:.1f}, 9 dof, p=0.001)"
+
+
+def test_replay_plugin_adds_a_loss_once_the_buffer_has_data():
+    method, replay = _method_with("replay", memory_size=50, batch_size=16)
+    x, y = _data(32)
+    state = StepState(0, 1, Batch(x, y))
+    method.training_step(state)
+    replay.before_backward(state)
+    assert "replay" not in state.losses
+    replay.after_update(state)
+    state2 = StepState(1, 2, Batch(x, y))
+    method.training_step(state2)
+    replay.before_backward(state2)
+    assert state2.losses["replay"].item() > 0 and int(replay.buffer.size) == 32
