@@ -80,3 +80,21 @@ class ResNet18(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+@BACKBONES.register("mlp")
+class MLP(nn.Module):
+    """Fully connected ReLU network on flattened images: van de Ven & Tolias 2019 use 2 x 400 for MNIST streams."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, hidden: tuple[int, ...] = (400, 400), dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_channels * image_size * image_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), *([nn.Dropout(dropout)] if dropout else [])]
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

@@ -1,0 +1,66 @@
+"""The CL loop on a small offline split stream: scenarios, the accuracy matrix, and that EWC/replay forget less."""
+import pytest
+import torch
+
+from dacl.data.streams import permuted_stream, rotated_stream, split_stream
+from dacl.engine.continual import ContinualConfig, TaskMask, head_size, run_stream
+from dacl.engine.trainer import seed_everything
+from dacl.models.classifier import build_classifier
+from dacl.registry import METHODS, PLUGINS
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images * 255 / 16).round().astype("uint8")
+    return x[:1400], d.target[:1400], x[1400:], d.target[1400:]
+
+
+def _run(stream, scenario, plugins=(), steps=150, joint=False):
+    seed_everything(0)
+    model = TaskMask(build_classifier("mlp", head_size(stream, scenario), 1, 8, bottleneck_dim=0, hidden=(100, 100)))
+    method = METHODS.build("source_only")
+    method.setup(model, head_size(stream, scenario))
+    for name, kw in plugins:
+        method.add_plugin(PLUGINS.build(name, **kw))
+    cfg = ContinualConfig(scenario=scenario, steps_per_task=steps, batch_size=64, joint=joint)
+    return run_stream(method, stream, cfg)
+
+
+def test_streams_have_the_expected_tasks(digits):
+    s = split_stream(*digits)
+    assert len(s) == 5 and [t.classes for t in s.tasks][:2] == [(0, 1), (2, 3)]
+    assert all(set(t.train[1].unique().tolist()) == set(t.classes) for t in s.tasks)
+    p = permuted_stream(*digits, n_tasks=3)
+    assert p.tasks[0].train[0].shape == (1400, 1, 8, 8)
+    assert not torch.equal(p.tasks[1].train[0], p.tasks[0].train[0]) and len(rotated_stream(*digits, n_tasks=3)) == 3
+
+
+def test_class_il_naive_forgets_and_replay_forgets_less(digits):
+    stream = split_stream(*digits)
+    stream.tasks = stream.tasks[:2]
+    naive = _run(stream, "class")
+    replay = _run(stream, "class", [("replay", {"memory_size": 200, "batch_size": 64})])
+    matrix = naive["accuracy_matrix"]
+    assert matrix[0][0] > 0.9 and matrix[1][0] < 0.3, f"naive class-IL must forget task 0: {matrix}"
+    assert replay["forgetting"] < naive["forgetting"] - 0.3, (replay["forgetting"], naive["forgetting"])
+
+
+def test_ewc_forgets_less_on_permuted_domain_il(digits):
+    """Measured: forgetting 0.64 naive vs 0.12 with EWC (weight 1e5). In class-IL EWC barely helps, as in
+    van de Ven & Tolias 2019 (20.01 vs 19.90), so that is not where it is tested."""
+    stream = permuted_stream(*digits, n_tasks=3)
+    naive = _run(stream, "domain")
+    ewc = _run(stream, "domain", [("ewc", {"weight": 1e5})])
+    assert ewc["forgetting"] < naive["forgetting"] - 0.2, (ewc["forgetting"], naive["forgetting"])
+
+
+def test_task_and_domain_il_are_easier_and_joint_is_an_upper_bound(digits):
+    stream = split_stream(*digits)
+    stream.tasks = stream.tasks[:3]
+    cls, task, dom = (_run(stream, s, steps=100) for s in ("class", "task", "domain"))
+    assert task["average_accuracy"] > cls["average_accuracy"] and dom["average_accuracy"] > cls["average_accuracy"]
+    joint = _run(stream, "class", steps=300, joint=True)
+    assert len(joint["accuracy_matrix"]) == 1 and joint["average_accuracy"] > cls["average_accuracy"] + 0.3
