@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 TASKS=${TASKS:-mnist_usps usps_mnist mnist_mnistm}
-METHODS=${METHODS:-source_only,dann,cdan,cdan_e,mmd,coral,deepjdot,self_training}
+METHODS=${METHODS:-source_only,dann,cdan,cdan_e,mmd,coral,deepjdot,self_training,adamatch}
 SEEDS=${SEEDS:-0,1,2}
 make install
 for task in $TASKS; do
