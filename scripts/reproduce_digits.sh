@@ -15,7 +15,10 @@ for task in $TASKS; do
     .venv/bin/dacl run -m +experiment="$task" method="$METHODS" seed="$seed" data_root="$DATA_ROOT"
   done
   extra=()
-  [ "$task" = mnist_usps ] && [ -d runs/mnist_usps_tllib_grl ] && extra+=(runs/mnist_usps_tllib_grl)
+  if [ "$task" = mnist_usps ]; then  # the pre-declared DANN variant with TLlib's GRL warm start
+    .venv/bin/dacl run -m +experiment=mnist_usps_tllib_grl seed="$SEEDS" data_root="$DATA_ROOT"
+    extra+=(runs/mnist_usps_tllib_grl)
+  fi
   .venv/bin/python scripts/collect.py "runs/$task" "${extra[@]}" --out "paper_results/digits/$task" \
     --title "Digits DA: $task (5,000 iterations)" --paper-values scripts/paper_values/digits.json
 done

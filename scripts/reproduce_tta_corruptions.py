@@ -31,9 +31,7 @@ from dacl.data.corruptions import CORRUPTIONS, corrupt, grid_png  # noqa: E402
 from dacl.data.transforms import to_tensor_images  # noqa: E402
 from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit, hardware, versions  # noqa: E402
 from dacl.engine.trainer import resolve_device  # noqa: E402
-from dacl.engine.tta import build_tta, load_source_model, run_tta  # noqa: E402
-from dacl.experiment import run_experiment  # noqa: E402
-from dacl.models.classifier import build_classifier  # noqa: E402
+from dacl.engine.tta import build_tta, run_tta, source_model_factory  # noqa: E402
 from dacl.registry import DATASETS  # noqa: E402
 from dacl.reporting import to_csv  # noqa: E402
 
@@ -61,16 +59,10 @@ def main() -> None:
                                                *args.overrides])
     plain = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(args.source_run)
-    if not (run_dir / "results.json").exists():
-        print(f"training the source model into {run_dir} ...", flush=True)
-        run_experiment(cfg, run_dir, command=shlex.join(["dacl", "run", "+experiment=tta_source_mnist",
-                                                                   f"data_root={args.data_root}", *args.overrides]))
+    fresh_model = source_model_factory(cfg, run_dir, shlex.join(["dacl", "run", "+experiment=tta_source_mnist",
+                                                                 f"data_root={args.data_root}", *args.overrides]), device)
     bench = plain["benchmark"]
     prep = lambda x: to_tensor_images(x, bench["image_size"], bench["channels"], bench["mean"], bench["std"], device)  # noqa: E731
-
-    def fresh_model() -> torch.nn.Module:
-        model = build_classifier(num_classes=10, in_channels=bench["channels"], image_size=bench["image_size"], **plain["model"])
-        return load_source_model(model, run_dir / "model.pt").to(device).to(memory_format=torch.channels_last)
 
     mnist = DATASETS.build("mnist", data_root=args.data_root)
     x_clean, y = mnist.x_test[: args.n_test], torch.as_tensor(mnist.y_test[: args.n_test], device=device)

@@ -27,9 +27,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit, hardware, versions  # noqa: E402
 from dacl.engine.trainer import resolve_device, seed_everything  # noqa: E402
-from dacl.engine.tta import build_tta, evaluate_adapted, fit_tta, load_source_model, run_tta  # noqa: E402
-from dacl.experiment import build_benchmark, run_experiment  # noqa: E402
-from dacl.models.classifier import build_classifier  # noqa: E402
+from dacl.engine.tta import build_tta, evaluate_adapted, fit_tta, run_tta, source_model_factory  # noqa: E402
+from dacl.experiment import build_benchmark  # noqa: E402
 from dacl.reporting import to_csv  # noqa: E402
 
 
@@ -48,13 +47,8 @@ def main() -> None:
         cfg = compose("config", overrides=["+experiment=tta_source_mnist", f"data_root={args.data_root}", "seed=0"])
     plain = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(args.source_run)
-    if not (run_dir / "results.json").exists():
-        run_experiment(cfg, run_dir, command=f"dacl run +experiment=tta_source_mnist data_root={args.data_root}")
+    fresh = source_model_factory(cfg, run_dir, f"dacl run +experiment=tta_source_mnist data_root={args.data_root}", device)
     data = build_benchmark(plain, device)  # mnist_usps: target_train_x = USPS train (unlabelled), target_test = USPS test
-
-    def fresh():
-        model = build_classifier(num_classes=10, in_channels=data.in_channels, image_size=data.image_size, **plain["model"])
-        return load_source_model(model, run_dir / "model.pt").to(device).to(memory_format=torch.channels_last)
 
     x_test, y_test = data.target_test
     acc: dict[str, float] = {}

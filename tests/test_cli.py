@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["benchmark=synthetic_shift", "trainer.max_steps=4", "trainer.batch_size=16", "trainer.eval_every=2",

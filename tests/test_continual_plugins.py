@@ -59,6 +59,12 @@ def test_lwf_is_zero_when_student_equals_teacher_and_positive_otherwise():
     method.training_step(state)
     lwf.before_backward(state)
     assert state.losses["lwf"].item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():  # the student drifts from the frozen teacher: the penalty must notice
+        method.model[2].weight[0].add_(0.5)  # one class row (a uniform shift would leave the softmax unchanged)
+    state = StepState(1, 2, Batch(*_data(32)))
+    method.training_step(state)
+    lwf.before_backward(state)
+    assert state.losses["lwf"].item() > 1e-3
 
 
 def test_reservoir_never_exceeds_capacity_and_keeps_a_uniform_sample():

@@ -1,7 +1,6 @@
 """DA methods: each loss against values known by hand, then each method must beat source-only on a shift."""
 import itertools
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf

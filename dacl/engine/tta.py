@@ -86,3 +86,25 @@ def evaluate_adapted(method: Method, x: Tensor, y: Tensor, batch_size: int = 102
         for m, mode in modes.items():
             m.training = mode
     return correct / len(x)
+
+
+def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.device):
+    """Train the configured source run into ``run_dir`` unless it already has results, then return a function
+    that builds a fresh copy of that source model on ``device`` (every TTA method adapts its own copy)."""
+    from omegaconf import OmegaConf
+
+    from dacl.experiment import run_experiment
+    from dacl.models.classifier import build_classifier
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.json").exists():
+        print(f"training the source model into {run_dir} ...", flush=True)
+        run_experiment(cfg, run_dir, command=command)
+    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    bench = plain["benchmark"]
+
+    def fresh() -> torch.nn.Module:
+        model = build_classifier(num_classes=10, in_channels=bench["channels"], image_size=bench["image_size"], **plain["model"])
+        return load_source_model(model, run_dir / "model.pt").to(device).to(memory_format=torch.channels_last)
+
+    return fresh

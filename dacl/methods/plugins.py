@@ -4,13 +4,13 @@ from __future__ import annotations
 import torch
 
 from dacl.methods.base import Plugin, StepState
+from dacl.metrics import entropy_from_logits
 from dacl.registry import PLUGINS
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean Shannon entropy (nats) of the softmax predictions."""
-    logp = torch.log_softmax(logits.float(), dim=1)
-    return -(logp.exp() * logp).sum(dim=1).mean()
+    return entropy_from_logits(logits).mean()
 
 
 @PLUGINS.register("target_entropy")

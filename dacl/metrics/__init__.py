@@ -9,13 +9,23 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean().item()) if len(labels) else float("nan")
 
 
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Per-example Shannon entropy (nats) of softmax(logits), via log_softmax for stability."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+def entropy_of_probs(probs: Tensor, eps: float = 1e-8) -> Tensor:
+    """Entropy of probability rows (last dim); a 1-D input gives one value (e.g. the batch-mean prediction)."""
+    return -(probs * torch.log(probs + eps)).sum(dim=-1)
+
+
 def expected_calibration_error(logits: Tensor, labels: Tensor, n_bins: int = 15) -> float:
     """ECE (Guo et al. 2017): confidence-vs-accuracy gap averaged over equal-width confidence bins."""
     probs = torch.softmax(logits.float(), dim=1)
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).float()
     bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
-    count = torch.bincount(bins, minlength=n_bins).float()
     conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
     return float(((conf_sum - acc_sum).abs() / max(1, len(labels))).sum().item())

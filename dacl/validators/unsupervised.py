@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dacl.metrics import entropy_from_logits, entropy_of_probs
 from dacl.registry import VALIDATORS
 from dacl.validators import EvalContext
 
@@ -30,20 +31,14 @@ def _subsample(x: Tensor, limit: int = 2048) -> Tensor:
     return x[idx]
 
 
-def mean_entropy(p: Tensor) -> Tensor:
-    return -(p * torch.log(p + 1e-8)).sum(1).mean()
-
-
 @VALIDATORS.register("entropy")
 def entropy_score(ctx: EvalContext) -> float:
-    return float(-mean_entropy(_probs(ctx.target_logits)))
+    return float(-entropy_from_logits(ctx.target_logits).mean())
 
 
 @VALIDATORS.register("im")
 def information_maximisation(ctx: EvalContext) -> float:
-    p = _probs(ctx.target_logits)
-    mean = p.mean(0)
-    return float(-mean_entropy(p) - (mean * torch.log(mean + 1e-8)).sum())
+    return float(-entropy_from_logits(ctx.target_logits).mean() + entropy_of_probs(_probs(ctx.target_logits).mean(0)))
 
 
 @VALIDATORS.register("bnm")

@@ -63,12 +63,12 @@ class EWC(Plugin):
             self.register_buffer(a_name, p.detach().clone())
 
     def penalty(self) -> Tensor:
-        total = torch.zeros((), device=next(self.method.model.parameters()).device)
+        params = dict(self.method.model.named_parameters())
+        total = torch.zeros((), device=next(iter(params.values())).device)
         for name, fisher in self.named_buffers():
             if name.startswith("fisher_"):
-                task_and_param = name[len("fisher_"):]
-                task, _, param = task_and_param.partition("_")
-                p = dict(self.method.model.named_parameters())[param.replace("__", ".")]
+                task, _, param = name[len("fisher_"):].partition("_")
+                p = params[param.replace("__", ".")]
                 total = total + (fisher * (p - getattr(self, f"anchor_{task}_{param}")).pow(2)).sum()
         return 0.5 * self.hparams["weight"] * total
 

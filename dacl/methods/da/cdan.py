@@ -17,8 +17,7 @@ from torch import Tensor, nn
 from dacl.methods.base import StepState
 from dacl.methods.da.common import joint_forward
 from dacl.methods.da.dann import DANN
-from dacl.models.classifier import DomainDiscriminator
-from dacl.models.grl import reverse_gradient
+from dacl.metrics import entropy_of_probs
 from dacl.registry import METHODS
 
 
@@ -41,8 +40,7 @@ class MultilinearMap(nn.Module):
 
 def entropy_weights(probs: Tensor) -> Tensor:
     """CDAN+E's 1 + exp(-H(p)), normalised to mean 1 within the batch (so the loss scale matches CDAN)."""
-    h = -(probs * torch.log(probs + 1e-5)).sum(dim=1)
-    w = 1.0 + torch.exp(-h)
+    w = 1.0 + torch.exp(-entropy_of_probs(probs, eps=1e-5))
     return w / w.sum() * w.shape[0]
 
 
@@ -59,27 +57,21 @@ class CDAN(DANN):
     }
 
     def setup(self, model, num_classes: int) -> None:
-        super(DANN, self).setup(model, num_classes)
         hp = self.hparams
         exact_dim = model.feature_dim * num_classes
         randomized = exact_dim > hp["max_exact_dim"] if hp["randomized"] == "auto" else bool(hp["randomized"])
         self.map = MultilinearMap(model.feature_dim, num_classes, hp["randomized_dim"] if randomized else None)
-        self.discriminator = DomainDiscriminator(self.map.out_features, hidden=hp["disc_hidden"])
+        super().setup(model, num_classes)  # DANN builds the discriminator on discriminator_input_dim()
+
+    def discriminator_input_dim(self) -> int:
+        return self.map.out_features
 
     def training_step(self, state: StepState) -> None:
         out = joint_forward(self, state)
-        f = torch.cat([out.feats_s, out.feats_t])
+        f = state.outputs["features"]  # source rows first, as joint_forward computed them
         g = F.softmax(torch.cat([out.logits_s, out.logits_t]).float(), dim=1).detach()
-        coeff = self.grl_coeff(state)
-        d_logits = self.discriminator(reverse_gradient(self.map(f.float(), g), coeff))
-        n_s = out.feats_s.shape[0]
-        d_labels = torch.cat([d_logits.new_ones(n_s), d_logits.new_zeros(f.shape[0] - n_s)])
         weight = entropy_weights(g) if self.hparams["entropy"] else None
-        state.losses["domain"] = self.hparams["trade_off"] * F.binary_cross_entropy_with_logits(
-            d_logits.float(), d_labels, weight=weight)
-        with torch.no_grad():
-            state.logs["domain_acc"] = ((d_logits > 0).float() == d_labels).float().mean()
-            state.logs["grl_coeff"] = torch.tensor(coeff)
+        self.domain_loss(self.map(f.float(), g), out.feats_s.shape[0], state, weight)
 
 
 @METHODS.register("cdan_e")

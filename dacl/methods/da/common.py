@@ -6,6 +6,7 @@ trade-off live here once.
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -36,14 +37,15 @@ def joint_forward(method: Method, state: StepState) -> DomainOutputs:
     return out
 
 
-class AlignmentMethod(Method):
+class AlignmentMethod(Method, metaclass=ABCMeta):
     """Source cross-entropy + ``trade_off`` x a discrepancy between source and target (MMD, CORAL, OT, ...)."""
 
     needs_target = True
     loss_name = "align"
 
+    @abstractmethod
     def alignment_loss(self, out: DomainOutputs, state: StepState) -> Tensor:
-        raise NotImplementedError
+        """The discrepancy between source and target (unweighted); subclasses must define it."""
 
     def training_step(self, state: StepState) -> None:
         out = joint_forward(self, state)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dacl.methods.base import Method, StepState
+from dacl.methods.da.common import joint_forward
 from dacl.models.classifier import DomainDiscriminator
 from dacl.models.grl import grl_coefficient, reverse_gradient
 from dacl.registry import METHODS
@@ -31,7 +32,10 @@ class DANN(Method):
 
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
-        self.discriminator = DomainDiscriminator(model.feature_dim, hidden=self.hparams["disc_hidden"])
+        self.discriminator = DomainDiscriminator(self.discriminator_input_dim(), hidden=self.hparams["disc_hidden"])
+
+    def discriminator_input_dim(self) -> int:
+        return self.model.feature_dim
 
     def param_groups(self):
         return [
@@ -44,19 +48,18 @@ class DANN(Method):
         progress = state.progress if warmup is None else state.step / max(1, warmup)
         return grl_coefficient(progress, alpha=self.hparams["grl_alpha"], high=self.hparams["grl_max"])
 
-    def training_step(self, state: StepState) -> None:
-        b = state.batch
-        n_s = b.x.shape[0]
-        # One forward over source+target: half the kernel launches, and BN sees both domains.
-        logits, feats = self.model.forward_with_features(torch.cat([b.x, b.x_target]))
-        logits_s = logits[:n_s]
-        state.outputs.update(logits=logits_s, logits_target=logits[n_s:], features=feats)
-        state.losses["cls"] = F.cross_entropy(logits_s, b.y)
-
+    def domain_loss(self, disc_input: torch.Tensor, n_source: int, state: StepState,
+                    weight: torch.Tensor | None = None) -> None:
+        """Gradient-reversed discriminator loss on ``disc_input`` (source rows first); shared with CDAN."""
         coeff = self.grl_coeff(state)
-        d_logits = self.discriminator(reverse_gradient(feats, coeff))
-        d_labels = torch.cat([d_logits.new_ones(n_s), d_logits.new_zeros(feats.shape[0] - n_s)])
-        state.losses["domain"] = self.hparams["trade_off"] * F.binary_cross_entropy_with_logits(d_logits.float(), d_labels)
+        d_logits = self.discriminator(reverse_gradient(disc_input, coeff))
+        d_labels = torch.cat([d_logits.new_ones(n_source), d_logits.new_zeros(disc_input.shape[0] - n_source)])
+        state.losses["domain"] = self.hparams["trade_off"] * F.binary_cross_entropy_with_logits(
+            d_logits.float(), d_labels, weight=weight)
         with torch.no_grad():
             state.logs["domain_acc"] = ((d_logits > 0).float() == d_labels).float().mean()
             state.logs["grl_coeff"] = torch.tensor(coeff)
+
+    def training_step(self, state: StepState) -> None:
+        out = joint_forward(self, state)  # one forward over source+target; BN sees both domains
+        self.domain_loss(state.outputs["features"], out.feats_s.shape[0], state)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dacl.methods.tta.base import TTAMethod, entropy_per_example
+from dacl.methods.tta.base import TTAMethod
+from dacl.metrics import entropy_from_logits, entropy_of_probs
 from dacl.registry import METHODS
 
 
@@ -49,8 +50,7 @@ class SHOTIM(TTAMethod):
         for _ in range(hp["steps"]):
             logits, feats = self.model.forward_with_features(x)
             probs = F.softmax(logits.float(), dim=1)
-            mean = probs.mean(0)
-            loss = entropy_per_example(logits).mean() + hp["diversity_weight"] * (mean * torch.log(mean + 1e-5)).sum()
+            loss = entropy_from_logits(logits).mean() - hp["diversity_weight"] * entropy_of_probs(probs.mean(0), eps=1e-5)
             if hp["cluster_weight"]:
                 pseudo = centroid_pseudo_labels(feats.detach().float(), probs.detach())
                 loss = loss + hp["cluster_weight"] * F.cross_entropy(logits.float(), pseudo)

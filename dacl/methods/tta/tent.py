@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dacl.methods.tta.base import TTAMethod, batch_norms, entropy_per_example
+from dacl.methods.tta.base import TTAMethod, batch_norms
+from dacl.metrics import entropy_from_logits
 from dacl.registry import METHODS
 
 
@@ -32,7 +33,7 @@ class Tent(TTAMethod):
     def adapt(self, x: Tensor) -> Tensor:
         for _ in range(self.hparams["steps"]):
             logits = self.model(x)  # the prediction is made with the parameters before this update (as Tent)
-            loss = entropy_per_example(logits).mean()
+            loss = entropy_from_logits(logits).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
