@@ -15,7 +15,7 @@ from dacl.errors import DaclError
 from dacl.registry import did_you_mean
 
 CONFIG_DIR = Path(os.environ.get("DACL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-CONFIG_GROUPS = ("method", "benchmark", "model", "trainer", "experiment")
+CONFIG_GROUPS = ("method", "benchmark", "model", "trainer", "experiment", "stream", "strategy")
 log = logging.getLogger("dacl")
 
 
@@ -72,6 +72,40 @@ def cmd_run(args: list[str]) -> None:
     _main()
 
 
+def cmd_continual(args: list[str]) -> None:
+    """A continual-learning run (configs/continual.yaml): stream x scenario x strategy -> accuracy matrix."""
+    check_overrides(args)
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    command = "dacl continual " + " ".join(shlex.quote(a) for a in args)
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="continual", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        from dacl.experiment_continual import run_continual
+
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        multirun = hc.mode == RunMode.MULTIRUN
+        job_command = command if not multirun else f"dacl continual {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
+        try:
+            res = run_continual(cfg, run_dir, command=job_command)
+        except DaclError as exc:
+            if multirun:
+                print(f"dacl: error in {run_dir}: {exc}", file=sys.stderr)
+                return
+            _fail(str(exc))
+        m = res["metrics"]
+        extra = "" if "bwt" not in m else f" BWT={m['bwt']:+.4f} forgetting={m['forgetting']:.4f}"
+        print(f"{res['stream']} {res['scenario']}-IL {res['method']} seed={res['seed']}: average acc "
+              f"{m['average_accuracy']:.4f}{extra} [{m['images_per_second']:.0f} img/s] -> {run_dir / 'results.json'}")
+
+    sys.argv = ["dacl continual", *args]
+    _main()
+
+
 def cmd_list(args: list[str]) -> None:
     from dacl.registry import ALL_REGISTRIES
 
@@ -88,12 +122,15 @@ def cmd_demo(args: list[str]) -> None:
     run_demo(args)
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"run": cmd_run, "list": cmd_list, "demo": cmd_demo}
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"run": cmd_run, "continual": cmd_continual, "list": cmd_list,
+                                                     "demo": cmd_demo}
 USAGE = """usage: dacl <command> [args]
 
 commands:
   run   [hydra overrides]   train one configuration, e.g. dacl run method=dann benchmark=mnist_usps data_root=../shared/data
                             (add -m for multirun sweeps: dacl run -m seed=0,1,2 method=source_only,dann)
+  continual [overrides]     a continual-learning stream, e.g. dacl continual stream=split_mnist scenario=class
+                            strategy=replay data_root=../shared/data   (strategies: configs/strategy/*.yaml)
   list                      print registered methods, plugins, benchmarks, datasets, backbones, validators, ...
   demo  [hydra overrides]   offline source-only vs DANN on the package-shipped digits; prints a table
 """

@@ -23,6 +23,7 @@ BUILTIN_MODULES = (
     "dacl.models",
     "dacl.data.sources",
     "dacl.data.office",
+    "dacl.data.streams",
     "dacl.benchmarks",
     "dacl.methods",
     "dacl.validators",

@@ -97,7 +97,8 @@ OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
 FEATURE_ADAPTERS: Registry = Registry("feature-space adapter")  # shallow DA on precomputed features
 FEATURE_CLASSIFIERS: Registry = Registry("feature classifier")
+STREAMS: Registry = Registry("stream")  # continual-learning task sequences
 
 ALL_REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (METHODS, PLUGINS, BENCHMARKS, DATASETS, BACKBONES, VALIDATORS, OPTIMIZERS, SCHEDULES)
+    r.kind: r for r in (METHODS, PLUGINS, BENCHMARKS, DATASETS, BACKBONES, VALIDATORS, OPTIMIZERS, SCHEDULES, STREAMS)
 }

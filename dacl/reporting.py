@@ -54,7 +54,7 @@ def sweep_command(commands: list[str | None], seeds: list[int]) -> str:
     seed_list = ",".join(str(s) for s in sorted(set(seeds)))
     cmd = re.sub(r"\bseed=\S+", f"seed={seed_list}", cmd)
     if len(set(seeds)) > 1 and " -m " not in f" {cmd} ":
-        cmd = cmd.replace("dacl run ", "dacl run -m ", 1)
+        cmd = re.sub(r"^dacl (run|continual) ", r"dacl \1 -m ", cmd, count=1)
     return cmd
 
 

@@ -28,7 +28,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_fisher_weighted_distan
     method, ewc = _method_with("ewc", weight=2.0, online=online)
     ewc.after_experience(Experience(0, data=_data()))
     assert ewc.penalty().item() == 0.0
-    fisher = {n[len("fisher_"):].partition("_")[2]: f for n, f in ewc.named_buffers() if n.startswith("fisher_")}
+    fisher = {n[len("importance_"):]: f for n, f in ewc.named_buffers() if n.startswith("importance_")}
     assert all((f >= 0).all() for f in fisher.values()) and sum(f.sum() for f in fisher.values()) > 0
     with torch.no_grad():
         method.model[0].weight.add_(0.1)
@@ -43,10 +43,51 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_fisher_weighted_distan
 def test_online_ewc_keeps_one_running_fisher():
     method, ewc = _method_with("ewc", online=True, gamma=0.5)
     ewc.after_experience(Experience(0, data=_data(seed=0)))
-    first = ewc.get_buffer("fisher_online_0__weight").clone()
+    first = ewc.get_buffer("importance_0__weight").clone()
     ewc.after_experience(Experience(1, data=_data(seed=0)))
-    assert torch.allclose(ewc.get_buffer("fisher_online_0__weight"), 1.5 * first, rtol=1e-4)
-    assert sum(n.startswith("fisher_") for n, _ in ewc.named_buffers()) == 4  # one per parameter, not per task
+    assert torch.allclose(ewc.get_buffer("importance_0__weight"), 1.5 * first, rtol=1e-4)
+    assert sum(n.startswith("importance_") for n, _ in ewc.named_buffers()) == 4  # one per parameter, not per task
+
+
+def test_offline_ewc_merged_penalty_equals_the_sum_of_per_task_penalties():
+    """Two anchors folded into one quadratic: value and gradient must equal sum_k F_k (theta - theta_k)^2."""
+    method, ewc = _method_with("ewc", weight=3.0)
+    params = dict(method.model.named_parameters())
+    anchors, fishers = [], []
+    for k in range(2):
+        with torch.no_grad():
+            for p in params.values():
+                p.add_(0.3 * torch.randn_like(p))
+        ewc.after_experience(Experience(k, data=_data(seed=k)))
+        anchors.append({n: p.detach().clone() for n, p in params.items()})
+        fishers.append(ewc.fisher_diagonal(*_data(seed=k)))
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.2 * torch.randn_like(p))
+    reference = 0.5 * 3.0 * sum((fishers[k][n] * (p - anchors[k][n]).pow(2)).sum() for k in range(2) for n, p in params.items())
+    merged = ewc.penalty()
+    assert merged.item() == pytest.approx(reference.item(), rel=1e-4)
+    g_ref = torch.autograd.grad(reference, list(params.values()))
+    g_merged = torch.autograd.grad(merged, list(params.values()))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g_ref, g_merged))
+
+
+@pytest.mark.parametrize("path", ["linear", "vmap"])
+def test_fisher_is_the_mean_of_per_example_squared_gradients(path):
+    """Both estimators (the all-Linear matmul shortcut and the vmap fallback) against the one-by-one definition."""
+    method, ewc = _method_with("ewc", fisher_samples=10_000)
+    if path == "vmap":  # a LayerNorm owns parameters, so the Linear shortcut does not apply
+        method.model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = _data(40)
+    fisher = ewc.fisher_diagonal(x, y)
+    model = method.model
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(len(x)):  # the slow definition, one example at a time
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        for n, p in model.named_parameters():
+            expected[n] += p.grad.pow(2) / len(x)
+    assert all(torch.allclose(fisher[n], expected[n], rtol=1e-4, atol=1e-8) for n in expected)
 
 
 def test_lwf_is_zero_when_student_equals_teacher_and_positive_otherwise():

@@ -1,9 +1,11 @@
 """Continual-learning streams: a sequence of tasks, each with its own train/test tensors and class set.
 
 Split (5 tasks x 2 classes), Permuted (fixed pixel permutations; task 0 is the identity) and Rotated
-(fixed angles) streams follow van de Ven & Tolias 2019; everything is built once as device tensors.
+(fixed angles) streams follow van de Ven & Tolias 2019; ``digit_domains`` is the DA-flavoured sequence
+MNIST -> USPS -> MNIST-M. Everything is built once as device tensors.
 Scenario handling (task-, domain-, class-incremental) lives in the CL loop, not here: a stream only
-says which classes each task holds.
+says which classes each task holds. Permuted/Rotated tasks get disjoint label ranges (task k: 10k..10k+9)
+so class-IL means "which digit of which task" as in the paper; domain-IL maps them back to 0..9.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dacl.data.transforms import to_tensor_images
+from dacl.registry import DATASETS, STREAMS
 
 
 @dataclass
@@ -53,24 +58,31 @@ def split_stream(x_train, y_train, x_test, y_test, classes_per_task: int = 2, na
     return Stream(name, tasks, len(classes))
 
 
-def permuted_stream(x_train, y_train, x_test, y_test, n_tasks: int = 10, seed: int = 0, device="cpu") -> Stream:
+def _offset(y: Tensor, k: int, n_classes: int, offset_labels: bool) -> Tensor:
+    return y + k * n_classes if offset_labels else y
+
+
+def permuted_stream(x_train, y_train, x_test, y_test, n_tasks: int = 10, seed: int = 0, device="cpu",
+                    offset_labels: bool = True) -> Stream:
     xtr, xte = _images(x_train, device), _images(x_test, device)
     ytr, yte = torch.as_tensor(y_train, device=device), torch.as_tensor(y_test, device=device)
     n_pix = xtr[0].numel()
     gen = torch.Generator().manual_seed(seed)
-    classes = tuple(range(int(ytr.max()) + 1))
+    c = int(ytr.max()) + 1
     tasks = []
     for k in range(n_tasks):
         perm = torch.arange(n_pix) if k == 0 else torch.randperm(n_pix, generator=gen)
         p = lambda x: x.flatten(1)[:, perm.to(device)].view_as(x)  # noqa: E731
-        tasks.append(Task(f"permuted{k}", (p(xtr), ytr), (p(xte), yte), classes))
-    return Stream("permuted", tasks, len(classes))
+        o = k * c if offset_labels else 0
+        tasks.append(Task(f"permuted{k}", (p(xtr), ytr + o), (p(xte), yte + o), tuple(range(o, o + c))))
+    return Stream("permuted", tasks, c * n_tasks if offset_labels else c)
 
 
-def rotated_stream(x_train, y_train, x_test, y_test, n_tasks: int = 5, max_degrees: float = 180.0, device="cpu") -> Stream:
+def rotated_stream(x_train, y_train, x_test, y_test, n_tasks: int = 5, max_degrees: float = 180.0, device="cpu",
+                   offset_labels: bool = True) -> Stream:
     xtr, xte = _images(x_train, device), _images(x_test, device)
     ytr, yte = torch.as_tensor(y_train, device=device), torch.as_tensor(y_test, device=device)
-    classes = tuple(range(int(ytr.max()) + 1))
+    c = int(ytr.max()) + 1
 
     def rotate(x: Tensor, degrees: float) -> Tensor:
         a = math.radians(degrees)
@@ -79,5 +91,52 @@ def rotated_stream(x_train, y_train, x_test, y_test, n_tasks: int = 5, max_degre
         return F.grid_sample(x, grid, align_corners=False)
 
     angles = [max_degrees * k / max(1, n_tasks - 1) for k in range(n_tasks)]
-    tasks = [Task(f"rotated{a:.0f}", (rotate(xtr, a), ytr), (rotate(xte, a), yte), classes) for a in angles]
-    return Stream("rotated", tasks, len(classes))
+    tasks = []
+    for k, a in enumerate(angles):
+        o = k * c if offset_labels else 0
+        tasks.append(Task(f"rotated{a:.0f}", (rotate(xtr, a), ytr + o), (rotate(xte, a), yte + o), tuple(range(o, o + c))))
+    return Stream("rotated", tasks, c * n_tasks if offset_labels else c)
+
+
+def domain_stream(domains: list, image_size: int = 32, channels: int = 3, device="cpu") -> Stream:
+    """One task per domain (DomainArrays), all resized to a common shape; same classes in every task."""
+    tasks = []
+    for d in domains:
+        img = lambda x: to_tensor_images(x, image_size, channels, (0.0,) * channels, (1.0,) * channels, device)  # noqa: E731
+        lab = lambda y: torch.as_tensor(y, dtype=torch.long, device=device)  # noqa: E731
+        classes = tuple(sorted(int(c) for c in np.unique(d.y_train)))
+        tasks.append(Task(d.name, (img(d.x_train), lab(d.y_train)), (img(d.x_test), lab(d.y_test)), classes))
+    return Stream("->".join(d.name for d in domains), tasks, len(tasks[0].classes))
+
+
+# --- registered streams: what ``dacl continual stream=<name>`` builds --------------------------------------------
+def _arrays(dataset: str, data_root: str | None, download: bool):
+    d = DATASETS.get(dataset)(data_root=data_root, download=download)
+    return d.x_train, d.y_train, d.x_test, d.y_test
+
+
+@STREAMS.register("split_mnist")
+def split_mnist(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "mnist",
+                classes_per_task: int = 2) -> Stream:
+    """Split MNIST: 5 tasks of 2 digits (``dataset=mnist_5k`` or ``uci_digits`` runs offline)."""
+    return split_stream(*_arrays(dataset, data_root, download), classes_per_task, f"split_{dataset}", device)
+
+
+@STREAMS.register("permuted_mnist")
+def permuted_mnist(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "mnist",
+                   n_tasks: int = 10, permutation_seed: int = 0) -> Stream:
+    return permuted_stream(*_arrays(dataset, data_root, download), n_tasks, permutation_seed, device)
+
+
+@STREAMS.register("rotated_mnist")
+def rotated_mnist(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "mnist",
+                  n_tasks: int = 5, max_degrees: float = 180.0) -> Stream:
+    return rotated_stream(*_arrays(dataset, data_root, download), n_tasks, max_degrees, device)
+
+
+@STREAMS.register("digit_domains")
+def digit_domains(data_root: str | None = None, download: bool = False, device="cpu",
+                  domains: tuple[str, ...] = ("mnist", "usps", "mnist_m"), image_size: int = 32, channels: int = 3) -> Stream:
+    """The DA-flavoured domain-incremental stream: MNIST -> USPS -> MNIST-M (32x32 RGB)."""
+    return domain_stream([DATASETS.get(d)(data_root=data_root, download=download) for d in domains],
+                         image_size, channels, device)

@@ -1,18 +1,23 @@
 """The continual-learning loop: train on a stream's tasks in order, evaluate every task after each one.
 
 Scenarios (van de Ven & Tolias 2019):
-- ``class``: one head over all classes seen in the stream; no task identity at test time;
-- ``task``: the same head, but logits outside the current task's classes are masked (task identity given);
+- ``class``: one head over all classes of the stream; no task identity at test time. With
+  ``mask_unseen_classes`` (default, as in the paper's code) only classes seen so far take part in the softmax,
+  in training and at evaluation;
+- ``task``: the same head, but logits outside the current task's classes are masked (a multi-headed output
+  layer; task identity given);
 - ``domain``: labels are re-indexed within each task (e.g. Split MNIST: "first or second class of the pair"),
   one small head shared by all tasks; no task identity.
 The method's hooks run as in every dacl run (before/after_experience, before_backward, after_update), so CL
 plugins (EWC, LwF, replay) stack. The result holds the accuracy matrix and its summaries.
-Known limit: in the task-IL scenario replayed examples are masked with the *current* task's classes.
+Each experience tells the plugins its scenario and its classes in the head's label space, so LwF distils the
+old heads and replay scores each stored example with its own task's head.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,6 +43,7 @@ class ContinualConfig:
     weight_decay: float = 0.0
     reset_optimizer: bool = True  # a fresh optimizer per task (van de Ven & Tolias)
     joint: bool = False           # upper bound: one experience holding every task's data
+    mask_unseen_classes: bool = True  # class-IL: softmax over the classes seen so far only
     eval_batch_size: int = 4096
 
 
@@ -86,32 +92,50 @@ def wrap_for_scenario(model: nn.Module) -> TaskMask:
     return TaskMask(model)
 
 
-def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int = 0) -> dict:
-    """Train ``method`` (already ``setup`` with a ``TaskMask``-wrapped model) on ``stream``; returns metrics."""
+def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int = 0,
+               progress: Callable[[int, float], None] | None = None) -> dict:
+    """Train ``method`` (already ``setup`` with a ``TaskMask``-wrapped model) on ``stream``; returns metrics.
+
+    ``progress(task_index, mean accuracy over the tasks seen so far)`` is called after each task.
+    """
     model = method.model
-    if cfg.scenario == "task" and not isinstance(model, TaskMask):
-        raise ConfigError("the task-IL scenario needs the model wrapped in TaskMask (build it with wrap_for_scenario)")
+    masks_classes = cfg.scenario == "task" or (cfg.scenario == "class" and cfg.mask_unseen_classes)
+    if masks_classes and not isinstance(model, TaskMask):
+        raise ConfigError(f"the {cfg.scenario}-IL scenario masks logits: wrap the model in TaskMask "
+                          "(wrap_for_scenario) before method.setup, or set mask_unseen_classes=false")
+    head_size(stream, cfg.scenario)  # validates the scenario name
     device = next(model.parameters()).device
     experiences = [_joint(stream, cfg.scenario)] if cfg.joint else stream.tasks
     n = len(stream.tasks)
     matrix = np.zeros((len(experiences), n))
-    seen_images, train_seconds = 0, 0.0
+    seen_images, train_seconds, per_task_seconds = 0, 0.0, []
     optimizer = None
+    seen: list[int] = []
+    baseline = []  # accuracy of the untrained model on each task (b_j of GEM's forward transfer)
+    for j, tj in enumerate(stream.tasks):
+        if masks_classes:
+            model.active = torch.tensor(tj.classes if cfg.scenario == "task" else
+                                        sorted({c for t in stream.tasks[:j + 1] for c in t.classes}), device=device)
+        baseline.append(_accuracy(model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size))
     for i, task in enumerate(experiences):
         x, y = task.train[0], (task.train[1] if cfg.joint else _labels(task, task.train[1], cfg.scenario))
-        exp = Experience(i, task.name, task.classes, data=(x, y))
-        if cfg.scenario == "task":
-            model.active = None if cfg.joint else torch.tensor(task.classes, device=device)
+        head_classes = tuple(range(len(task.classes))) if cfg.scenario == "domain" and not cfg.joint else task.classes
+        seen = sorted({*seen, *head_classes})
+        exp = Experience(i, task.name, head_classes, data=(x, y), scenario=cfg.scenario)
+        if masks_classes:
+            active = task.classes if cfg.scenario == "task" else seen
+            model.active = None if cfg.joint else torch.tensor(active, device=device)
         for h in method.hooks:
             h.before_experience(exp)
         if optimizer is None or cfg.reset_optimizer:
             optimizer = OPTIMIZERS.get(cfg.optimizer)(method.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         batches = BatchStream(len(x), min(cfg.batch_size, len(x)), seed * 1000 + i, device)
         method.train()
+        steps = cfg.steps_per_task * (n if cfg.joint else 1)  # joint gets the whole stream's iteration budget
         t0 = time.perf_counter()
-        for step in range(cfg.steps_per_task):
+        for step in range(steps):
             idx = batches.next_indices()
-            state = StepState(step, cfg.steps_per_task, Batch(x[idx], y[idx], task_id=i))
+            state = StepState(step, steps, Batch(x[idx], y[idx], task_id=i))
             method.training_step(state)
             for h in method.hooks:
                 h.before_backward(state)
@@ -123,19 +147,24 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
             optimizer.step()
             for h in method.hooks:
                 h.after_update(state)
-        train_seconds += time.perf_counter() - t0
-        seen_images += cfg.steps_per_task * len(idx)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        per_task_seconds.append(time.perf_counter() - t0)
+        train_seconds += per_task_seconds[-1]
+        seen_images += steps * len(idx)
         for h in method.hooks:
             h.after_experience(exp)
         for j, tj in enumerate(stream.tasks):
             if cfg.scenario == "task":
                 model.active = torch.tensor(tj.classes, device=device)
             matrix[i, j] = _accuracy(model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size)
-    if cfg.scenario == "task":
+        if progress is not None:
+            progress(i, matrix[i, :i + 1].mean() if not cfg.joint else matrix[i].mean())
+    if masks_classes:
         model.active = None
-    summary = summarise(matrix) if not cfg.joint else {"average_accuracy": float(matrix[-1].mean())}
+    summary = summarise(matrix, baseline) if not cfg.joint else {"average_accuracy": float(matrix[-1].mean())}
     return {"accuracy_matrix": matrix.tolist(), **summary, "train_seconds": train_seconds,
-            "images_per_second": seen_images / max(train_seconds, 1e-9)}
+            "per_task_seconds": per_task_seconds, "initial_accuracy": baseline, "images_per_second": seen_images / max(train_seconds, 1e-9)}
 
 
 def _joint(stream: Stream, scenario: str) -> Task:

@@ -65,6 +65,7 @@ class Experience:
     name: str = "train"
     classes: tuple[int, ...] | None = None
     data: tuple[Tensor, Tensor] | None = None  # the experience's training inputs/labels (EWC's Fisher reads them)
+    scenario: str | None = None  # CL only: "task" / "domain" / "class"; ``classes`` are then in the head's label space
 
 
 def merge_hparams(kind: str, name: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""Experience replay with a fixed-size reservoir buffer (Vitter 1985; Chaudhry et al. 2019), as a plugin.
+"""Experience replay with a fixed memory (Chaudhry et al. 2019), as a plugin.
 
-The buffer is a set of device tensors; insertion is vectorised (one random draw per incoming example,
-duplicates resolved as sequential insertion would). Each step, a replay batch drawn from the buffer adds
-its cross-entropy to the loss; after the update the current batch is offered to the buffer.
+Two buffers: ``reservoir`` (Vitter 1985: a uniform sample of the stream) and ``class_balanced`` (the memory
+split equally over the classes seen so far, a reservoir inside each class, so rare or early classes keep
+their share). Buffers are device tensors; insertion is vectorised (one random draw per incoming example,
+duplicates resolved as sequential insertion would). Each step a replay batch adds its cross-entropy to
+the loss; after the update the current batch is offered to the buffer. In task-IL each replayed example
+is scored with its own task's head (the mask of the task that owns its label), not the current one.
 """
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dacl.methods.base import Plugin, StepState
+from dacl.methods.base import Experience, Plugin, StepState
+from dacl.methods.cl.lwf import unmasked
 from dacl.registry import PLUGINS
 
 
@@ -18,7 +22,7 @@ class ReservoirBuffer(torch.nn.Module):
     """A uniform sample of everything offered so far, never more than ``capacity`` examples.
 
     Known limit: the storage is allocated on the first ``add``, so restoring a checkpoint needs one ``add``
-    (any batch of the right shape) before ``load_state_dict``; the CL stream loop (issue 4, not built yet) must do it.
+    (any batch of the right shape) before ``load_state_dict``.
     """
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
@@ -54,20 +58,97 @@ class ReservoirBuffer(torch.nn.Module):
         idx = torch.randint(0, int(self.size), (min(k, int(self.size)),), generator=self.gen).to(self.x.device)
         return self.x[idx], self.y[idx]
 
+    def shrink(self, capacity: int) -> None:
+        """Keep a uniformly random ``capacity`` of the stored examples; later arrivals stay uniform (seen kept)."""
+        if self.x is not None and int(self.size) > capacity:
+            keep = torch.randperm(int(self.size), generator=self.gen)[:capacity].to(self.x.device)
+            self.x, self.y = self.x[keep].clone(), self.y[keep].clone()
+            self.size.fill_(capacity)
+        elif self.x is not None:
+            self.x, self.y = self.x[:capacity].clone(), self.y[:capacity].clone()
+        self.capacity = capacity
+
+
+class ClassBalancedBuffer(torch.nn.Module):
+    """``capacity`` examples split equally over the classes seen so far; a reservoir inside each class."""
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        super().__init__()
+        self.capacity, self.seed = capacity, seed
+        self.per_class = torch.nn.ModuleDict()
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @property
+    def size(self) -> Tensor:
+        return sum((b.size for b in self.per_class.values()), torch.zeros((), dtype=torch.long))
+
+    def add(self, x: Tensor, y: Tensor) -> None:
+        labels = y.unique().tolist()  # one entry per class in the batch (<= #classes), not per example
+        new = [c for c in labels if str(c) not in self.per_class]
+        if new:
+            quota = self.capacity // (len(self.per_class) + len(new))
+            for buf in self.per_class.values():
+                buf.shrink(quota)
+            for c in new:
+                self.per_class[str(c)] = ReservoirBuffer(quota, seed=self.seed * 1000 + c)
+        for c in labels:
+            mask = y == c
+            self.per_class[str(c)].add(x[mask], y[mask])
+
+    def sample(self, k: int) -> tuple[Tensor, Tensor]:
+        bufs = [b for b in self.per_class.values() if int(b.size) > 0]
+        sizes = torch.tensor([int(b.size) for b in bufs])
+        draws = torch.randint(0, int(sizes.sum()), (min(k, int(sizes.sum())),), generator=self.gen)
+        owner = torch.searchsorted(sizes.cumsum(0), draws, right=True)
+        offsets = sizes.cumsum(0) - sizes
+        parts = [(b.x[(draws[owner == i] - offsets[i]).to(b.x.device)], b.y[(draws[owner == i] - offsets[i]).to(b.y.device)])
+                 for i, b in enumerate(bufs) if (owner == i).any()]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer}
+
 
 @PLUGINS.register("replay")
 class Replay(Plugin):
-    defaults = {"memory_size": 2000, "batch_size": 128, "weight": 1.0, "seed": 0}
+    defaults = {"memory_size": 2000, "batch_size": 128, "weight": 1.0, "buffer": "reservoir", "seed": 0}
 
     def attach(self, method) -> None:
         super().attach(method)
-        self.buffer = ReservoirBuffer(self.hparams["memory_size"], self.hparams["seed"])
+        if self.hparams["buffer"] not in BUFFERS:
+            raise ValueError(f"replay buffer '{self.hparams['buffer']}' unknown; choose one of {', '.join(BUFFERS)}")
+        self.buffer = BUFFERS[self.hparams["buffer"]](self.hparams["memory_size"], self.hparams["seed"])
+        self._task_of_label: Tensor | None = None
+
+    def before_experience(self, experience: Experience) -> None:
+        """Task-IL: remember which task's head owns each label, so replayed examples use their own head."""
+        self._task_il = experience.scenario == "task" and experience.classes is not None
+        if self._task_il:
+            classes = torch.tensor(experience.classes)
+            size = int(classes.max()) + 1
+            table = torch.zeros((size, size), dtype=torch.bool)
+            if self._task_of_label is not None:
+                old = self._task_of_label
+                table[:len(old), :len(old)] = old
+            table[classes.unsqueeze(1), classes.unsqueeze(0)] = True
+            self._task_of_label = table
+
+    def _logits(self, x: Tensor, y: Tensor) -> Tensor:
+        model = self.method.model
+        if not getattr(self, "_task_il", False):
+            return model(x)
+        logits = unmasked(model)(x)
+        table = self._task_of_label.to(x.device)
+        allowed = torch.zeros(len(y), logits.shape[1], dtype=torch.bool, device=x.device)
+        allowed[:, :table.shape[1]] = table[y]
+        return logits.masked_fill(~allowed, float("-inf"))
 
     def before_backward(self, state: StepState) -> None:
         if int(self.buffer.size) == 0:
             return
         x, y = self.buffer.sample(self.hparams["batch_size"])
-        state.losses["replay"] = self.hparams["weight"] * F.cross_entropy(self.method.model(x).float(), y)
+        weight = state.batch.task_id if self.hparams["weight"] == "auto" else float(self.hparams["weight"])
+        state.losses["replay"] = weight * F.cross_entropy(self._logits(x, y).float(), y)
 
     def after_update(self, state: StepState) -> None:
         self.buffer.add(state.batch.x.detach(), state.batch.y.detach())

@@ -1,0 +1,127 @@
+"""Continual-learning config -> stream, model, plugins -> ``run_stream`` -> ``results.json`` + heatmap PNG.
+
+Shared by ``dacl continual`` and ``scripts/reproduce_continual.py``. As with DA runs, ``results.json`` is
+written atomically and only on success; a failure leaves ``failed.json`` (collectors skip it).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dacl.engine.continual import ContinualConfig, TaskMask, head_size, run_stream
+from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
+from dacl.engine.trainer import resolve_device, seed_everything
+from dacl.errors import ConfigError
+from dacl.experiment import count_params
+from dacl.methods.base import Method
+from dacl.models.classifier import build_classifier
+from dacl.registry import METHODS, PLUGINS, STREAMS
+
+log = logging.getLogger(__name__)
+PROTOCOL_NOTE = ("accuracy_matrix[i][j]: accuracy on task j's test set after training task i; average_accuracy is "
+                 "the mean of the last row; no model selection (the final model is evaluated), no test labels seen")
+
+
+def build_stream(plain: Mapping[str, Any], device: torch.device):
+    spec = dict(plain["stream"])
+    name = spec.pop("name")
+    spec.pop("protocol", None)
+    return STREAMS.get(name)(data_root=plain.get("data_root"), download=bool(plain.get("download", False)),
+                             device=device, **spec)
+
+
+def build_continual_method(plain: Mapping[str, Any], stream, device: torch.device) -> Method:
+    """Naive fine-tuning (``source_only``) on a TaskMask-wrapped classifier, plus the strategy's plugins."""
+    scenario = plain["scenario"]
+    x0 = stream.tasks[0].train[0]
+    model_cfg = dict(plain["model"])
+    n_out = head_size(stream, scenario)
+    model = TaskMask(build_classifier(model_cfg.pop("backbone"), n_out, x0.shape[1], x0.shape[-1], **model_cfg))
+    method = METHODS.build("source_only")
+    method.setup(model, n_out)
+    for spec in plain["strategy"].get("plugins") or []:
+        spec = dict(spec)
+        name = spec.pop("name")
+        if "seed" in PLUGINS.get(name).defaults and "seed" not in spec:
+            spec["seed"] = int(plain["seed"])  # replay draws follow the run's seed
+        method.add_plugin(PLUGINS.build(name, **spec))
+    return method.to(device)
+
+
+def heatmap_png(matrix: list[list[float]], task_names: list[str], title: str, path: Path) -> None:
+    """The accuracy matrix as a labelled heatmap (rows: after training task i; columns: tested on task j)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(matrix) * 100
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * m.shape[1], 1.0 + 0.6 * m.shape[0]))
+    ax.imshow(m, vmin=0, vmax=100, cmap="viridis")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", color="white" if m[i, j] < 60 else "black", fontsize=7)
+    ax.set_xticks(range(m.shape[1]), [n.split(":")[0] for n in task_names], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(m.shape[0]), [f"after {i}" for i in range(m.shape[0])], fontsize=7)
+    ax.set_xlabel("tested on task")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, command: str | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    results_path, failed_path = run_dir / "results.json", run_dir / "failed.json"
+    results_path.unlink(missing_ok=True)
+    failed_path.unlink(missing_ok=True)
+    provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    started = time.time()
+    try:
+        if plain.get("threads"):
+            torch.set_num_threads(int(plain["threads"]))
+        device = resolve_device(plain.get("device", "auto"))
+        stream = build_stream(plain, device)
+        seed = int(plain["seed"])
+        seed_everything(seed)
+        method = build_continual_method(plain, stream, device)
+        train = dict(plain["train"])
+        unknown = set(train) - set(ContinualConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown train option(s) {sorted(unknown)}; valid: {sorted(ContinualConfig.__dataclass_fields__)}")
+        ccfg = ContinualConfig(scenario=plain["scenario"], joint=bool(plain["strategy"].get("joint")), **train)
+        name = f"{plain['stream']['name']} {plain['scenario']}-IL {plain['strategy']['name']} seed {seed}"
+
+        def progress(i: int, acc: float) -> None:
+            log.info("%s: task %d/%d done, mean acc on tasks so far %.4f", name, i + 1, len(stream), acc)
+
+        metrics = run_stream(method, stream, ccfg, seed=seed, progress=progress)
+    except BaseException as exc:
+        atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
+                                        "command": command, "traceback": traceback.format_exc(), **provenance})
+        raise
+    task_names = [t.name for t in stream.tasks]
+    results = {
+        "status": "ok", "kind": "continual", "benchmark": plain["stream"]["name"], "task": plain["scenario"],
+        "stream": plain["stream"]["name"], "scenario": plain["scenario"], "method": plain["strategy"]["name"],
+        "variant": None, "seed": int(plain["seed"]), "command": command, "config": plain, **provenance,
+        "hardware": hardware(device), "versions": versions(), "task_names": task_names,
+        "wall_seconds": round(time.time() - started, 2), "params": {"model": count_params(method.model)},
+        "selection_protocols": PROTOCOL_NOTE,
+        "metrics": {k: v for k, v in metrics.items() if k not in ("per_task_seconds",)},
+        "per_task_seconds": metrics["per_task_seconds"],
+    }
+    heatmap_png(metrics["accuracy_matrix"], task_names, name, run_dir / "accuracy_matrix.png")
+    atomic_write_json(results_path, results)
+    return results
