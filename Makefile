@@ -7,7 +7,7 @@ STAMP := $(VENV)/.dacl-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,avalanche]'
 	@touch $(STAMP)
 
 install: $(STAMP)

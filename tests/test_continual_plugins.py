@@ -137,3 +137,62 @@ def test_replay_plugin_adds_a_loss_once_the_buffer_has_data():
     method.training_step(state2)
     replay.before_backward(state2)
     assert state2.losses["replay"].item() > 0 and int(replay.buffer.size) == 32
+
+
+def test_class_balanced_buffer_splits_memory_equally_over_seen_classes():
+    from dacl.methods.cl.replay import ClassBalancedBuffer
+
+    buf = ClassBalancedBuffer(capacity=120, seed=0)
+    for cls_pair in ((0, 1), (2, 3), (4, 5)):  # classes arrive task by task, 500 examples each
+        for start in range(0, 1000, 100):
+            y = torch.tensor(cls_pair).repeat_interleave(50).repeat(1)
+            x = (torch.arange(100) + start).float().unsqueeze(1)
+            buf.add(x, y)
+            assert int(buf.size) <= 120
+        sizes = {int(c): int(b.size) for c, b in buf.per_class.items()}
+        quota = 120 // len(sizes)
+        assert all(s == quota for s in sizes.values()), sizes
+    counts = sum(torch.bincount(buf.sample(120)[1], minlength=6) for _ in range(10)).float()
+    assert (counts > 140).all() and (counts < 260).all(), f"replay draws must cover every class about equally: {counts.tolist()}"
+
+
+def test_lwf_in_task_il_distils_the_old_heads_only():
+    from dacl.engine.continual import TaskMask
+
+    method = METHODS.build("source_only")
+    method.setup(TaskMask(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))), 4)
+    lwf = PLUGINS.build("lwf")
+    method.add_plugin(lwf)
+    lwf.before_experience(Experience(0, classes=(0, 1), scenario="task"))
+    lwf.before_experience(Experience(1, classes=(2, 3), scenario="task"))
+    method.model.active = torch.tensor([2, 3])
+
+    def loss():
+        state = StepState(0, 1, Batch(*_data(32)))
+        method.training_step(state)
+        lwf.before_backward(state)
+        return state.losses["lwf"].item()
+
+    assert loss() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        method.model.model[2].weight[2:].add_(1.0)  # the new head moves: nothing to distil
+    assert loss() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        method.model.model[2].weight[0].add_(0.5)  # an old head moves: penalised
+    assert loss() > 1e-3
+
+
+def test_replay_in_task_il_scores_stored_examples_with_their_own_head():
+    from dacl.engine.continual import TaskMask
+
+    method = METHODS.build("source_only")
+    method.setup(TaskMask(nn.Sequential(nn.Linear(4, 4))), 4)
+    replay = PLUGINS.build("replay", memory_size=10)
+    method.add_plugin(replay)
+    replay.before_experience(Experience(0, classes=(0, 1), scenario="task"))
+    replay.before_experience(Experience(1, classes=(2, 3), scenario="task"))
+    method.model.active = torch.tensor([2, 3])
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 3])
+    logits = replay._logits(x, y)
+    assert torch.isinf(logits[:2, 2:]).all() and torch.isfinite(logits[:2, :2]).all()
+    assert torch.isinf(logits[2, :2]).all() and torch.isfinite(logits[2, 2:]).all()

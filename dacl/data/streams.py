@@ -125,12 +125,14 @@ def split_mnist(data_root: str | None = None, download: bool = False, device="cp
 @STREAMS.register("permuted_mnist")
 def permuted_mnist(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "mnist",
                    n_tasks: int = 10, permutation_seed: int = 0) -> Stream:
+    """Permuted MNIST: fixed pixel permutations per task (task 0 unpermuted); labels offset per task."""
     return permuted_stream(*_arrays(dataset, data_root, download), n_tasks, permutation_seed, device)
 
 
 @STREAMS.register("rotated_mnist")
 def rotated_mnist(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "mnist",
                   n_tasks: int = 5, max_degrees: float = 180.0) -> Stream:
+    """Rotated MNIST: the same digits at n_tasks evenly spaced angles in [0, max_degrees]."""
     return rotated_stream(*_arrays(dataset, data_root, download), n_tasks, max_degrees, device)
 
 

@@ -37,6 +37,7 @@ SCENARIOS = ("task", "domain", "class")
 class ContinualConfig:
     scenario: str = "class"
     steps_per_task: int = 2000
+    epochs_per_task: int | None = None  # if set, overrides steps_per_task: this many passes over each task's data
     batch_size: int = 128
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -56,8 +57,14 @@ class TaskMask(nn.Module):
         self.active: Tensor | None = None
         self.feature_dim = getattr(model, "feature_dim", None)
 
+    def __getstate__(self) -> dict:  # deepcopy/pickle: never carry a graph-holding cache along
+        state = dict(super().__getstate__())
+        state.pop("last_unmasked", None)
+        return state
+
     def forward(self, x: Tensor) -> Tensor:
         logits = self.model(x)
+        self.last_unmasked = (x, logits)  # lets LwF reuse the raw logits of this very input instead of re-running
         if self.active is None:
             return logits
         mask = torch.full_like(logits, float("-inf"))
@@ -131,7 +138,10 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
             optimizer = OPTIMIZERS.get(cfg.optimizer)(method.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         batches = BatchStream(len(x), min(cfg.batch_size, len(x)), seed * 1000 + i, device)
         method.train()
-        steps = cfg.steps_per_task * (n if cfg.joint else 1)  # joint gets the whole stream's iteration budget
+        if cfg.epochs_per_task:
+            steps = cfg.epochs_per_task * -(-len(x) // cfg.batch_size)  # ceil: the last partial batch counts
+        else:
+            steps = cfg.steps_per_task * (n if cfg.joint else 1)  # joint gets the whole stream's iteration budget
         t0 = time.perf_counter()
         for step in range(steps):
             idx = batches.next_indices()

@@ -50,7 +50,14 @@ class LwF(Plugin):
         if teacher is None:
             return
         x = state.batch.x
-        student = unmasked(self.method.model)(x)  # the current task's mask would hide the old heads
+        model = self.method.model
+        cached = getattr(model, "last_unmasked", None)  # TaskMask: raw logits of its last input
+        if cached is not None and cached[0] is x and cached[1].requires_grad:
+            student = cached[1]
+        elif cached is None and state.outputs.get("logits") is not None:
+            student = state.outputs["logits"]
+        else:
+            student = unmasked(model)(x)  # the current task's mask would hide the old heads
         with torch.no_grad():
             teacher_logits = teacher(x)
         groups = getattr(self, "_groups", None) or [None]
