@@ -5,12 +5,9 @@ would; dacl's core never imports this module.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 import torch.nn.functional as F
 
-from dacl.errors import DataError
+from baselines.common import load_features
 from dacl.methods.base import Method, StepState
 from dacl.registry import METHODS
 
@@ -23,14 +20,7 @@ class LinearProbe(Method):
 
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
-        ckpt = self.hparams["checkpoint"]
-        if ckpt:
-            path = Path(ckpt).expanduser()
-            if not path.is_file():
-                raise DataError(f"linear_probe checkpoint not found: {path}; point method.checkpoint at a run's model.pt")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            # The probed head is re-initialised: only the features transfer.
-            model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")}, strict=False)
+        load_features(model, self.hparams["checkpoint"], "linear_probe")
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("head."))
 

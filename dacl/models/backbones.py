@@ -98,3 +98,41 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+@BACKBONES.register("vit")
+class ViT(nn.Module):
+    """A timm VisionTransformer sized for 28-32 px digits (patch 4, 192-d, 6 blocks, 3 heads; mean-pooled tokens).
+
+    ``timm_name`` builds any timm architecture instead (``pretrained=True`` downloads its weights where internet
+    exists; the image size then follows that model). ``weights`` loads a local state_dict, e.g. one dacl
+    pre-trained and saved (``runs/.../model.pt`` backbone keys), so PEFT baselines start from real features offline.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, patch_size: int = 4, embed_dim: int = 192,
+                 depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, timm_name: str | None = None,
+                 pretrained: bool = False, weights: str | None = None) -> None:
+        super().__init__()
+        import timm
+        import torch
+
+        if timm_name:
+            self.net = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, in_chans=in_channels)
+        else:
+            from timm.models.vision_transformer import VisionTransformer
+
+            self.net = VisionTransformer(img_size=image_size, patch_size=patch_size, in_chans=in_channels, num_classes=0,
+                                         embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                         global_pool="avg", class_token=False)
+        if weights:
+            from pathlib import Path
+
+            from dacl.errors import ConfigError
+
+            if not Path(weights).is_file():
+                raise ConfigError(f"vit weights file '{weights}' not found; pass a local state_dict path or weights=null")
+            self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.out_features = int(self.net.num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

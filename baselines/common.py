@@ -1,0 +1,30 @@
+"""Shared by the fine-tuning baselines: loading pre-trained features and reporting what trains."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dacl.errors import DataError
+
+
+def load_features(model: nn.Module, checkpoint: str | None, method: str) -> None:
+    """Load a dacl ``model.pt`` (e.g. a source_only run on MNIST) into ``model`` except its head, which is
+    re-initialised for the new task: only the features transfer."""
+    if not checkpoint:
+        return
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise DataError(f"{method} checkpoint not found: {path}; point method.checkpoint at a run's model.pt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")}, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("head.")]:
+        raise DataError(f"{method} checkpoint {path} does not match the model (missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}): build the same model= config the checkpoint was trained with")
+
+
+def trainable_report(model: nn.Module) -> dict[str, float]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total, "trainable_percent": 100.0 * trainable / max(1, total)}

@@ -1,0 +1,70 @@
+"""LoRA (Hu et al. 2022) through peft: frozen backbone, low-rank updates on chosen linear layers, trainable head.
+
+``target_modules: auto`` picks per backbone what the LoRA paper and peft use: a timm ViT's fused ``qkv``
+projection, a BERT's ``query``/``value``, otherwise every Linear of the backbone (the digits CNNs' and MLPs'
+fully connected layers). ``merge()`` folds B A into the base weights for inference (peft ``merge_and_unload``):
+same outputs, no extra latency.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.common import load_features
+from dacl.errors import ConfigError
+from dacl.methods.base import Method, StepState
+from dacl.registry import METHODS
+
+
+def auto_target_modules(backbone: nn.Module) -> list[str]:
+    names = [n for n, _ in backbone.named_modules()]
+    if any(n.endswith(".qkv") for n in names):
+        return ["qkv"]
+    if any(n.endswith(".query") for n in names) and any(n.endswith(".value") for n in names):
+        return ["query", "value"]
+    linears = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError("lora: the backbone has no Linear layer to adapt; set method.target_modules explicitly")
+    return linears
+
+
+@METHODS.register("lora")
+class LoRA(Method):
+    """peft LoRA on the backbone + a trainable head (baselines package, via entry point)."""
+
+    defaults = {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": "auto", "checkpoint": None,
+                "freeze_bn_stats": True}
+
+    def setup(self, model, num_classes: int) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        super().setup(model, num_classes)
+        load_features(model, self.hparams["checkpoint"], "lora")
+        targets = self.hparams["target_modules"]
+        targets = auto_target_modules(model.backbone) if targets == "auto" else list(targets)
+        model.requires_grad_(False)
+        config = LoraConfig(r=int(self.hparams["rank"]), lora_alpha=float(self.hparams["alpha"]),
+                            lora_dropout=float(self.hparams["dropout"]), target_modules=targets)
+        model.backbone = get_peft_model(model.backbone, config)  # marks only the LoRA factors trainable
+        model.bottleneck.requires_grad_(True)
+        model.head.requires_grad_(True)
+        self.target_modules = targets
+
+    def merge(self) -> None:
+        """Fold the low-rank updates into the frozen weights (inference: identical outputs, plain layers)."""
+        backbone = self.model.backbone
+        if hasattr(backbone, "merge_and_unload"):
+            self.model.backbone = backbone.merge_and_unload()
+
+    def train(self, mode: bool = True) -> "LoRA":
+        super().train(mode)
+        if mode and self.hparams["freeze_bn_stats"]:  # frozen features keep their BatchNorm statistics
+            for m in self.model.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def training_step(self, state: StepState) -> None:
+        logits = self.model(state.batch.x)
+        state.outputs["logits"] = logits
+        state.losses["cls"] = F.cross_entropy(logits, state.batch.y)
