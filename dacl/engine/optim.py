@@ -10,11 +10,15 @@ from dacl.registry import OPTIMIZERS, SCHEDULES
 
 
 def _groups(param_groups: list[dict[str, Any]], lr: float) -> list[dict[str, Any]]:
-    """Turn ``lr_mult`` into a concrete per-group ``lr``; keep the multiplier for the schedule."""
+    """Turn ``lr_mult`` into a concrete per-group ``lr``; keep the multiplier for the schedule.
+
+    Frozen parameters are dropped unless the group sets ``include_frozen`` (gradual unfreezing: they join
+    later; until then they have no gradient, so the optimizer skips them, weight decay included)."""
     out = []
     for g in param_groups:
         g = dict(g)
-        g["params"] = [p for p in g["params"] if p.requires_grad]
+        g["params"] = [p for p in g["params"] if p.requires_grad or g.get("include_frozen")]
+        g.pop("include_frozen", None)
         if not g["params"]:
             continue
         g["lr"] = lr * g.get("lr_mult", 1.0)

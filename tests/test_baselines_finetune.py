@@ -1,0 +1,69 @@
+"""Full fine-tuning baseline: layer-wise LR decay, gradual unfreezing from the top, BatchNorm modes."""
+import pytest
+import torch
+
+from baselines.full_finetune import layer_groups
+from dacl.methods.base import Batch, StepState
+from dacl.models.classifier import build_classifier
+from dacl.registry import METHODS, OPTIMIZERS
+
+
+def _vit():
+    torch.manual_seed(0)
+    return build_classifier("vit", 10, 1, 28, bottleneck_dim=0, depth=3, embed_dim=32, num_heads=2)
+
+
+def _step(method, opt, step):
+    state = StepState(step, 100, Batch(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))))
+    method.training_step(state)
+    opt.zero_grad()
+    state.total_loss().backward()
+    opt.step()
+
+
+def test_layer_groups_cover_every_parameter_once_bottom_to_top():
+    model = _vit()
+    groups = layer_groups(model)
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    assert groups[-1] == list(model.head.parameters()) and len(groups) == 1 + 3 + 1 + 1  # embed, 3 blocks, norm, head
+
+
+def test_layer_decay_gives_geometric_learning_rates_ending_at_the_head():
+    method = METHODS.build("full_finetune", layer_decay=0.5)
+    method.setup(_vit(), 10)
+    opt = OPTIMIZERS.get("adamw")(method.param_groups(), lr=1e-3)
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[-1] == pytest.approx(1e-3) and all(a == pytest.approx(b * 0.5) for a, b in zip(lrs, lrs[1:]))
+
+
+def test_gradual_unfreezing_trains_the_top_first_and_adds_one_group_per_stage():
+    method = METHODS.build("full_finetune", unfreeze_every=2)
+    method.setup(_vit(), 10)
+    opt = OPTIMIZERS.get("adamw")(method.param_groups(), lr=1e-2, weight_decay=0.1)
+    groups = method.groups
+    snapshot = lambda: [[p.detach().clone() for p in g] for g in groups]  # noqa: E731
+    moved = lambda a, b: [any(not torch.equal(x, y) for x, y in zip(ga, gb)) for ga, gb in zip(a, b)]  # noqa: E731
+    start = snapshot()
+    for step in range(2):
+        _step(method, opt, step)
+    assert moved(start, snapshot()) == [False] * (len(groups) - 1) + [True], "stage 1: only the head moves"
+    mid = snapshot()
+    for step in range(2, 4):
+        _step(method, opt, step)
+    assert moved(mid, snapshot()) == [False] * (len(groups) - 2) + [True, True], "stage 2: the next group joins"
+
+
+@pytest.mark.parametrize("mode", ["freeze_stats", "freeze"])
+def test_bn_modes_keep_running_statistics(mode):
+    method = METHODS.build("full_finetune", bn=mode)
+    method.setup(build_classifier("lenet", 10, 1, 28, batch_norm=True, bottleneck_dim=0), 10)
+    bns = method._batch_norms()
+    assert bns
+    before = [b.running_mean.clone() for b in bns]
+    affine = [b.weight.detach().clone() for b in bns]
+    opt = OPTIMIZERS.get("sgd")(method.param_groups(), lr=0.1)
+    method.train()
+    _step(method, opt, 0)
+    assert all(torch.equal(a, b.running_mean) for a, b in zip(before, bns))
+    assert all(torch.equal(a, b.weight) for a, b in zip(affine, bns)) == (mode == "freeze")
