@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "dacl.plugins"
 BUILTIN_MODULES = (
     "dacl.engine.optim",
     "dacl.models",
+    "dacl.models.text",
     "dacl.data.sources",
     "dacl.data.office",
     "dacl.data.streams",

@@ -1,4 +1,5 @@
 """Benchmarks (registered presets that load data as device tensors)."""
+from dacl.benchmarks import text  # noqa: F401  (registers the blitzer text benchmark; transformers loads lazily)
 from dacl.benchmarks.domain_pair import DomainPair, load_domain_pair, register_pair
 
 __all__ = ["DomainPair", "load_domain_pair", "register_pair"]
