@@ -61,6 +61,18 @@ def build_method(cfg: Mapping[str, Any], data: DomainPair) -> Method:
     return method
 
 
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak accelerator memory of this process (CUDA allocator) and its peak resident set size (host)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    out = {"host_peak_rss": round(rss, 1)}
+    if device.type == "cuda":
+        out["cuda_max_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
 def count_params(module: torch.nn.Module) -> dict[str, int]:
     return {"trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in module.parameters())}
@@ -124,6 +136,8 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "train_seconds": round(fit.train_seconds, 2),
         "train_images_per_second": round(fit.images_per_second, 1),
         "params": {"model": count_params(method.model), "method_total": count_params(method)},
+        "time_per_step_ms": round(1000 * fit.train_seconds / max(1, fit.steps), 3),
+        "peak_memory_mb": peak_memory_mb(device),
         "selection_protocols": SELECTION_NOTE,
         "metrics": {
             "source_test_acc": selection["last"]["source_test_acc"],
