@@ -64,3 +64,11 @@ def test_task_and_domain_il_are_easier_and_joint_is_an_upper_bound(digits):
     assert task["average_accuracy"] > cls["average_accuracy"] and dom["average_accuracy"] > cls["average_accuracy"]
     joint = _run(stream, "class", steps=100, joint=True)  # x3 tasks: the joint budget is the whole stream's
     assert len(joint["accuracy_matrix"]) == 1 and joint["average_accuracy"] > cls["average_accuracy"] + 0.3
+
+
+@pytest.mark.parametrize("plugin,kw", [("si", {"weight": 50.0}), ("agem", {"per_experience": 300})])
+def test_si_and_agem_forget_less_than_naive_on_permuted_domain_il(digits, plugin, kw):
+    stream = permuted_stream(*digits, n_tasks=3)
+    naive = _run(stream, "domain")
+    other = _run(stream, "domain", [(plugin, kw)])
+    assert other["forgetting"] < naive["forgetting"] - 0.1, (plugin, other["forgetting"], naive["forgetting"])

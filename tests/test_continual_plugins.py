@@ -193,6 +193,47 @@ def test_replay_in_task_il_scores_stored_examples_with_their_own_head():
     replay.before_experience(Experience(1, classes=(2, 3), scenario="task"))
     method.model.active = torch.tensor([2, 3])
     x, y = torch.randn(3, 4), torch.tensor([0, 1, 3])
-    logits = replay._logits(x, y)
+    logits = replay.memory_logits(x, y)
     assert torch.isinf(logits[:2, 2:]).all() and torch.isfinite(logits[:2, :2]).all()
     assert torch.isinf(logits[2, :2]).all() and torch.isfinite(logits[2, 2:]).all()
+
+
+def test_si_importance_follows_the_loss_decrease_and_its_penalty_anchors():
+    method, si = _method_with("si", weight=1.0)
+    x, y = _data()
+    si.before_experience(Experience(0))
+    opt = torch.optim.SGD(method.model.parameters(), lr=0.1)
+    for step in range(20):
+        state = StepState(step, 20, Batch(x, y))
+        method.training_step(state)
+        opt.zero_grad()
+        state.total_loss().backward()
+        opt.step()
+        si.after_update(state)
+    si.after_experience(Experience(0))
+    assert all((o >= 0).all() for o in si._omega) and sum(o.sum() for o in si._omega) > 0
+    state = StepState(0, 1, Batch(x, y))
+    si.before_backward(state)
+    assert state.losses["si"].item() == 0.0
+    with torch.no_grad():
+        method.model[0].weight.add_(0.1)
+    state = StepState(0, 1, Batch(x, y))
+    si.before_backward(state)
+    assert state.losses["si"].item() > 0
+
+
+def test_agem_projects_conflicting_gradients_onto_the_memory_half_space():
+    method, agem = _method_with("agem", per_experience=1, batch_size=1, memory_size=1)  # sampling is then exact
+    x, y = _data(64, seed=1)
+    agem.after_experience(Experience(0, data=(x, y)))
+    params = list(method.model.parameters())
+    n = int(agem.buffer.size)
+    mx, my = agem.buffer.x[:n], agem.buffer.y[:n]
+    for p in params:  # a gradient that directly increases the memory loss
+        p.grad = None
+    loss = -torch.nn.functional.cross_entropy(method.model(mx), my)
+    loss.backward()
+    agem.after_backward(StepState(0, 1, Batch(x, y)))
+    ref = torch.autograd.grad(torch.nn.functional.cross_entropy(method.model(mx), my), params)
+    dot = sum((p.grad * r).sum() for p, r in zip(params, ref)).item()
+    assert agem.projections == 1 and dot == pytest.approx(0.0, abs=1e-5)

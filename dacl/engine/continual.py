@@ -154,6 +154,8 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
                 raise NonFiniteLossError(f"non-finite loss at task {i} step {step} ({ {k: float(v) for k, v in state.losses.items()} }); lower the lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for h in method.hooks:
+                h.after_backward(state)
             optimizer.step()
             for h in method.hooks:
                 h.after_update(state)

@@ -23,7 +23,7 @@ from dacl.benchmarks.domain_pair import DomainPair
 from dacl.data.stream import BatchStream
 from dacl.engine.results import atomic_torch_save
 from dacl.errors import ConfigError, NonFiniteLossError
-from dacl.methods.base import Batch, Experience, Method, StepState
+from dacl.methods.base import Batch, Experience, Hooks, Method, StepState
 from dacl.metrics import accuracy, expected_calibration_error, predict_in_batches
 from dacl.registry import OPTIMIZERS, SCHEDULES, VALIDATORS
 from dacl.validators import EvalContext
@@ -150,6 +150,8 @@ class Trainer:
         lr_lambda = SCHEDULES.get(cfg.schedule)(max_steps=cfg.max_steps, **cfg.schedule_kwargs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        # only hooks that override after_backward cost an unscale (e.g. A-GEM's gradient projection)
+        self._grad_hooks = [h for h in method.hooks if type(h).after_backward is not Hooks.after_backward]
 
         tbs = cfg.target_batch_size or cfg.batch_size
         self.source_stream = BatchStream(len(data.source_train[1]), cfg.batch_size, seed * 1000 + 1, self.device)
@@ -276,8 +278,11 @@ class Trainer:
             loss = state.total_loss()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if cfg.grad_clip:
+            if cfg.grad_clip or self._grad_hooks:
                 self.scaler.unscale_(self.optimizer)
+            for h in self._grad_hooks:
+                h.after_backward(state)
+            if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()

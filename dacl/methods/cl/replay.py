@@ -109,19 +109,14 @@ class ClassBalancedBuffer(torch.nn.Module):
 BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer}
 
 
-@PLUGINS.register("replay")
-class Replay(Plugin):
-    defaults = {"memory_size": 2000, "batch_size": 128, "weight": 1.0, "buffer": "reservoir", "seed": 0}
+class PerTaskHeads:
+    """Task-IL: remember which task's head owns each label, so stored examples are scored with their own head
+    (not the current task's mask). Mixed into memory-based plugins (replay, A-GEM)."""
 
-    def attach(self, method) -> None:
-        super().attach(method)
-        if self.hparams["buffer"] not in BUFFERS:
-            raise ValueError(f"replay buffer '{self.hparams['buffer']}' unknown; choose one of {', '.join(BUFFERS)}")
-        self.buffer = BUFFERS[self.hparams["buffer"]](self.hparams["memory_size"], self.hparams["seed"])
-        self._task_of_label: Tensor | None = None
+    _task_of_label: Tensor | None = None
+    _task_il: bool = False
 
     def before_experience(self, experience: Experience) -> None:
-        """Task-IL: remember which task's head owns each label, so replayed examples use their own head."""
         self._task_il = experience.scenario == "task" and experience.classes is not None
         if self._task_il:
             classes = torch.tensor(experience.classes)
@@ -133,9 +128,9 @@ class Replay(Plugin):
             table[classes.unsqueeze(1), classes.unsqueeze(0)] = True
             self._task_of_label = table
 
-    def _logits(self, x: Tensor, y: Tensor) -> Tensor:
+    def memory_logits(self, x: Tensor, y: Tensor) -> Tensor:
         model = self.method.model
-        if not getattr(self, "_task_il", False):
+        if not self._task_il:
             return model(x)
         logits = unmasked(model)(x)
         table = self._task_of_label.to(x.device)
@@ -143,12 +138,23 @@ class Replay(Plugin):
         allowed[:, :table.shape[1]] = table[y]
         return logits.masked_fill(~allowed, float("-inf"))
 
+
+@PLUGINS.register("replay")
+class Replay(PerTaskHeads, Plugin):
+    defaults = {"memory_size": 2000, "batch_size": 128, "weight": 1.0, "buffer": "reservoir", "seed": 0}
+
+    def attach(self, method) -> None:
+        super().attach(method)
+        if self.hparams["buffer"] not in BUFFERS:
+            raise ValueError(f"replay buffer '{self.hparams['buffer']}' unknown; choose one of {', '.join(BUFFERS)}")
+        self.buffer = BUFFERS[self.hparams["buffer"]](self.hparams["memory_size"], self.hparams["seed"])
+
     def before_backward(self, state: StepState) -> None:
         if int(self.buffer.size) == 0:
             return
         x, y = self.buffer.sample(self.hparams["batch_size"])
         weight = state.batch.task_id if self.hparams["weight"] == "auto" else float(self.hparams["weight"])
-        state.losses["replay"] = weight * F.cross_entropy(self._logits(x, y).float(), y)
+        state.losses["replay"] = weight * F.cross_entropy(self.memory_logits(x, y).float(), y)
 
     def after_update(self, state: StepState) -> None:
         self.buffer.add(state.batch.x.detach(), state.batch.y.detach())
