@@ -94,6 +94,9 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="re-run cells that already have results.json")
     ap.add_argument("--collect-only", action="store_true")
     ap.add_argument("--out", default="paper_results/continual")
+    ap.add_argument("--notes-file", default="scripts/paper_values/continual_notes.md",
+                    help="analysis notes (one '- ' bullet per line) appended to the table; every number in them must "
+                         "come with the command that produced it")
     ap.add_argument("overrides", nargs="*", help="extra dacl continual overrides, e.g. train.steps_per_task=200")
     args = ap.parse_args()
     streams, scenarios = args.streams.split(","), args.scenarios.split(",")
@@ -115,6 +118,10 @@ def main() -> None:
                  "(configs/stream/*.yaml), not tuned here; replay keeps 2,000 examples (reservoir).",
                  "class-IL: only classes seen so far enter the softmax (the authors' protocol); task-IL: one head per task "
                  "(masked logits); domain-IL: one shared head over the within-task labels."]
+        notes_path = REPO / args.notes_file
+        if notes_path.is_file():
+            notes += [line[2:].strip() for line in notes_path.read_text().splitlines()
+                      if line.startswith("- ") and (f"[{stream}]" in line or "[all]" in line)]
         out = REPO / args.out / stream
         commit = git_commit(REPO)
         md = markdown(rows, failed, f"Continual learning: {stream} (van de Ven & Tolias 2019 protocol)", notes)
