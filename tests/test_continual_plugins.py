@@ -261,3 +261,23 @@ def test_lwf_zero_padded_targets_push_new_class_probability_down():
         lwf.before_backward(state)
         losses[targets] = state.losses["lwf"].item()
     assert losses["old_only"] == pytest.approx(0.0, abs=1e-6) and losses["zero_padded"] > 1.0
+
+
+def test_ewc_direct_gradient_equals_the_autograd_penalty_gradient():
+    grads = {}
+    for mode in ("autograd", "direct"):
+        torch.manual_seed(0)
+        method, ewc = _method_with("ewc", weight=7.0, gradient=mode)
+        ewc.after_experience(Experience(0, data=_data()))
+        with torch.no_grad():
+            for p in method.model.parameters():
+                p.add_(0.1)
+        state = StepState(0, 1, Batch(*_data(32, seed=3)))
+        method.training_step(state)
+        ewc.before_backward(state)
+        method.zero_grad()
+        state.total_loss().backward()
+        ewc.after_backward(state)
+        grads[mode] = [p.grad.clone() for p in method.model.parameters()]
+        assert state.losses["ewc"].item() == pytest.approx(ewc.penalty().item(), rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(grads["autograd"], grads["direct"]))
