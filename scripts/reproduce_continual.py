@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--streams", default="split_mnist")
     ap.add_argument("--scenarios", default="task,domain,class")
-    ap.add_argument("--strategies", default="naive,joint,ewc,online_ewc,lwf,replay")
+    ap.add_argument("--strategies", default="naive,joint,ewc,online_ewc,lwf,replay,si,agem")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
