@@ -13,9 +13,8 @@ import re
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.common import load_features
+from baselines.common import FineTuneMethod, load_features
 from dacl.errors import ConfigError
-from dacl.methods.base import Method, StepState
 from dacl.registry import METHODS
 
 SITES = {  # which sublayer outputs get an adapter, per backbone family (module-name patterns)
@@ -66,7 +65,7 @@ def insert_adapters(backbone: nn.Module, bottleneck: int) -> list[str]:
 
 
 @METHODS.register("adapters")
-class Adapters(Method):
+class Adapters(FineTuneMethod):
     """Houlsby adapters in every transformer block + trainable head (baselines package, via entry point)."""
 
     defaults = {"bottleneck": 64, "train_norms": True, "checkpoint": None}
@@ -81,8 +80,3 @@ class Adapters(Method):
                 m.requires_grad_(True)
         model.bottleneck.requires_grad_(True)
         model.head.requires_grad_(True)
-
-    def training_step(self, state: StepState) -> None:
-        logits = self.model(state.batch.x)
-        state.outputs["logits"] = logits
-        state.losses["cls"] = F.cross_entropy(logits, state.batch.y)

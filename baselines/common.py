@@ -4,9 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dacl.errors import DataError
+from dacl.methods.base import Method, StepState
+
+
+class FineTuneMethod(Method):
+    """Supervised cross-entropy on the labelled batch; the baselines differ only in what they freeze or add."""
+
+    def training_step(self, state: StepState) -> None:
+        logits = self.model(state.batch.x)
+        state.outputs["logits"] = logits
+        state.losses["cls"] = F.cross_entropy(logits, state.batch.y)
 
 
 def load_features(model: nn.Module, checkpoint: str | None, method: str) -> None:

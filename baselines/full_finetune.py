@@ -7,12 +7,11 @@ top-level layers; a BERT's embeddings and each encoder layer), then the bottlene
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
-from baselines.common import load_features
+from baselines.common import FineTuneMethod, load_features
 from dacl.errors import ConfigError
-from dacl.methods.base import Method, StepState
+from dacl.methods.base import StepState
 from dacl.registry import METHODS
 
 BN_MODES = ("train", "freeze_stats", "freeze")
@@ -43,7 +42,7 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
 
 
 @METHODS.register("full_finetune")
-class FullFineTune(Method):
+class FullFineTune(FineTuneMethod):
     """Every weight trains; optional LLRD, gradual unfreezing and BN modes (baselines package, via entry point)."""
 
     defaults = {"checkpoint": None, "layer_decay": 1.0, "unfreeze_every": 0, "bn": "train"}
@@ -93,6 +92,4 @@ class FullFineTune(Method):
     def training_step(self, state: StepState) -> None:
         if self.hparams["unfreeze_every"]:
             self._set_unfrozen(1 + state.step // int(self.hparams["unfreeze_every"]))
-        logits = self.model(state.batch.x)
-        state.outputs["logits"] = logits
-        state.losses["cls"] = F.cross_entropy(logits, state.batch.y)
+        super().training_step(state)

@@ -5,15 +5,13 @@ would; dacl's core never imports this module.
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 
-from baselines.common import load_features
-from dacl.methods.base import Method, StepState
+from baselines.common import FineTuneMethod, load_features
 from dacl.registry import METHODS
 
 
 @METHODS.register("linear_probe")
-class LinearProbe(Method):
+class LinearProbe(FineTuneMethod):
     """Frozen features, trainable linear head (baselines package, via entry point)."""
 
     defaults = {"checkpoint": None}  # path to a model.pt (e.g. from a source_only run) to probe
@@ -29,8 +27,3 @@ class LinearProbe(Method):
         self.model.backbone.eval()  # frozen features: no dropout noise, no BatchNorm statistic drift
         self.model.bottleneck.eval()
         return self
-
-    def training_step(self, state: StepState) -> None:
-        logits = self.model(state.batch.x)
-        state.outputs["logits"] = logits
-        state.losses["cls"] = F.cross_entropy(logits, state.batch.y)

@@ -7,12 +7,10 @@ same outputs, no extra latency.
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
-from baselines.common import load_features
+from baselines.common import FineTuneMethod, load_features
 from dacl.errors import ConfigError
-from dacl.methods.base import Method, StepState
 from dacl.registry import METHODS
 
 
@@ -29,7 +27,7 @@ def auto_target_modules(backbone: nn.Module) -> list[str]:
 
 
 @METHODS.register("lora")
-class LoRA(Method):
+class LoRA(FineTuneMethod):
     """peft LoRA on the backbone + a trainable head (baselines package, via entry point)."""
 
     defaults = {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": "auto", "checkpoint": None,
@@ -63,8 +61,3 @@ class LoRA(Method):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self
-
-    def training_step(self, state: StepState) -> None:
-        logits = self.model(state.batch.x)
-        state.outputs["logits"] = logits
-        state.losses["cls"] = F.cross_entropy(logits, state.batch.y)

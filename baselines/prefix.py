@@ -6,15 +6,14 @@ Supported for ``hf_text`` backbones (peft needs a transformers model). Known lim
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 
+from baselines.common import FineTuneMethod
 from dacl.errors import ConfigError
-from dacl.methods.base import Method, StepState
 from dacl.registry import METHODS
 
 
 @METHODS.register("prefix")
-class PrefixTuning(Method):
+class PrefixTuning(FineTuneMethod):
     """peft prefix tuning on a text encoder + a trainable head (baselines package, via entry point)."""
 
     defaults = {"num_virtual_tokens": 20, "projection": False}
@@ -33,8 +32,3 @@ class PrefixTuning(Method):
         model.backbone.model = get_peft_model(hf_model, config)
         model.head.requires_grad_(True)
         model.bottleneck.requires_grad_(True)
-
-    def training_step(self, state: StepState) -> None:
-        logits = self.model(state.batch.x)
-        state.outputs["logits"] = logits
-        state.losses["cls"] = F.cross_entropy(logits, state.batch.y)

@@ -39,71 +39,66 @@ def check_overrides(overrides: list[str]) -> None:
                       f"(add configs/{key}/{choice}.yaml to define a new one)")
 
 
-def cmd_run(args: list[str]) -> None:
+def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[..., dict],
+                   summary: Callable[[dict], str]) -> None:
+    """Shared by ``run`` and ``continual``: Hydra compose, one job per configuration, the exact command recorded;
+    in a multirun a failing configuration is reported (its failed.json written) without stopping the sweep."""
     check_overrides(args)
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    command = "dacl run " + " ".join(shlex.quote(a) for a in args)
+    command = f"dacl {name} " + " ".join(shlex.quote(a) for a in args)
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        from dacl.experiment import run_experiment
-
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
         multirun = hc.mode == RunMode.MULTIRUN
-        job_command = command if not multirun else f"dacl run {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
+        job_command = command if not multirun else f"dacl {name} {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
         try:
-            res = run_experiment(cfg, run_dir, command=job_command)
-        except DaclError as exc:
-            if multirun:  # one failing configuration must not stop a sweep; failed.json records it
-                print(f"dacl: error in {run_dir}: {exc}", file=sys.stderr)
-                return
-            _fail(str(exc))
-        acc = res["metrics"]["target_test_acc"]
-        print(f"{res['task']} {res['method']} seed={res['seed']}: target acc last={acc['last']:.4f} "
-              f"source_val-selected={acc['source_val']:.4f} (oracle {acc['oracle']:.4f}) "
-              f"[{res['train_images_per_second']:.0f} img/s] -> {run_dir / 'results.json'}")
-
-    sys.argv = ["dacl run", *args]
-    _main()
-
-
-def cmd_continual(args: list[str]) -> None:
-    """A continual-learning run (configs/continual.yaml): stream x scenario x strategy -> accuracy matrix."""
-    check_overrides(args)
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import DictConfig
-
-    command = "dacl continual " + " ".join(shlex.quote(a) for a in args)
-
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="continual", version_base="1.3")
-    def _main(cfg: DictConfig) -> None:
-        from dacl.experiment_continual import run_continual
-
-        hc = HydraConfig.get()
-        run_dir = Path(hc.runtime.output_dir)
-        multirun = hc.mode == RunMode.MULTIRUN
-        job_command = command if not multirun else f"dacl continual {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
-        try:
-            res = run_continual(cfg, run_dir, command=job_command)
+            res = run(cfg, run_dir, command=job_command)
         except DaclError as exc:
             if multirun:
                 print(f"dacl: error in {run_dir}: {exc}", file=sys.stderr)
                 return
             _fail(str(exc))
+        print(f"{summary(res)} -> {run_dir / 'results.json'}")
+
+    sys.argv = [f"dacl {name}", *args]
+    _main()
+
+
+def cmd_run(args: list[str]) -> None:
+    def run(*a, **kw):
+        from dacl.experiment import run_experiment
+
+        return run_experiment(*a, **kw)
+
+    def summary(res: dict) -> str:
+        acc = res["metrics"]["target_test_acc"]
+        return (f"{res['task']} {res['method']} seed={res['seed']}: target acc last={acc['last']:.4f} "
+                f"source_val-selected={acc['source_val']:.4f} (oracle {acc['oracle']:.4f}) "
+                f"[{res['train_images_per_second']:.0f} img/s]")
+
+    _hydra_command("run", "config", args, run, summary)
+
+
+def cmd_continual(args: list[str]) -> None:
+    """A continual-learning run (configs/continual.yaml): stream x scenario x strategy -> accuracy matrix."""
+    def run(*a, **kw):
+        from dacl.experiment_continual import run_continual
+
+        return run_continual(*a, **kw)
+
+    def summary(res: dict) -> str:
         m = res["metrics"]
         extra = "" if "bwt" not in m else f" BWT={m['bwt']:+.4f} forgetting={m['forgetting']:.4f}"
-        print(f"{res['stream']} {res['scenario']}-IL {res['method']} seed={res['seed']}: average acc "
-              f"{m['average_accuracy']:.4f}{extra} [{m['images_per_second']:.0f} img/s] -> {run_dir / 'results.json'}")
+        return (f"{res['stream']} {res['scenario']}-IL {res['method']} seed={res['seed']}: average acc "
+                f"{m['average_accuracy']:.4f}{extra} [{m['images_per_second']:.0f} img/s]")
 
-    sys.argv = ["dacl continual", *args]
-    _main()
+    _hydra_command("continual", "continual", args, run, summary)
 
 
 def cmd_list(args: list[str]) -> None:

@@ -55,10 +55,18 @@ def build_method(cfg: Mapping[str, Any], data: DomainPair) -> Method:
     model_cfg = dict(cfg["model"])
     model = build_classifier(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size, **model_cfg)
     method.setup(model, data.num_classes)
-    for spec in cfg.get("plugins") or []:
-        pname, pkw = _split_name(spec if isinstance(spec, Mapping) else {"name": spec})
-        method.add_plugin(PLUGINS.get(pname)(**pkw))
+    add_plugins(method, cfg.get("plugins"), int(cfg.get("seed") or 0))
     return method
+
+
+def add_plugins(method: Method, specs: Any, seed: int) -> None:
+    """Stack configured plugins (``name`` or ``{name: ..., **hparams}``) onto ``method``; a plugin with a ``seed``
+    hyper-parameter (replay buffers, A-GEM memory) follows the run's seed unless the config sets it."""
+    for spec in specs or []:
+        name, kwargs = _split_name(spec if isinstance(spec, Mapping) else {"name": spec})
+        if "seed" in PLUGINS.get(name).defaults:
+            kwargs.setdefault("seed", seed)
+        method.add_plugin(PLUGINS.get(name)(**kwargs))
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:

@@ -18,10 +18,10 @@ from dacl.engine.continual import ContinualConfig, TaskMask, head_size, run_stre
 from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
 from dacl.engine.trainer import resolve_device, seed_everything
 from dacl.errors import ConfigError
-from dacl.experiment import count_params
+from dacl.experiment import add_plugins, count_params
 from dacl.methods.base import Method
 from dacl.models.classifier import build_classifier
-from dacl.registry import METHODS, PLUGINS, STREAMS
+from dacl.registry import METHODS, STREAMS
 
 log = logging.getLogger(__name__)
 PROTOCOL_NOTE = ("accuracy_matrix[i][j]: accuracy on task j's test set after training task i; average_accuracy is "
@@ -45,12 +45,7 @@ def build_continual_method(plain: Mapping[str, Any], stream, device: torch.devic
     model = TaskMask(build_classifier(model_cfg.pop("backbone"), n_out, x0.shape[1], x0.shape[-1], **model_cfg))
     method = METHODS.build("source_only")
     method.setup(model, n_out)
-    for spec in plain["strategy"].get("plugins") or []:
-        spec = dict(spec)
-        name = spec.pop("name")
-        if "seed" in PLUGINS.get(name).defaults and "seed" not in spec:
-            spec["seed"] = int(plain["seed"])  # replay draws follow the run's seed
-        method.add_plugin(PLUGINS.build(name, **spec))
+    add_plugins(method, plain["strategy"].get("plugins"), int(plain["seed"]))
     return method.to(device)
 
 

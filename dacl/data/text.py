@@ -6,6 +6,7 @@ regular expressions, never an XML parser. The loader reads an extracted ``sorted
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 import tarfile
@@ -59,6 +60,14 @@ def parse_reviews(raw: str) -> list[Review]:
     return reviews
 
 
+@functools.lru_cache(maxsize=2)
+def _archive_reviews(archive: Path, mtime: float) -> dict[str, str]:
+    """Every ``.review`` member of the archive, decompressed in one pass (xz is slow; a cross-domain benchmark
+    needs four members, so reading them one by one would decompress the archive four times)."""
+    with tarfile.open(archive, "r:xz") as tar:
+        return {m.name: tar.extractfile(m).read().decode("latin-1") for m in tar if m.name.endswith(".review")}
+
+
 def _read_raw(root: Path, domain: str, polarity: str) -> str:
     rel = f"sorted_data_acl/{domain}/{polarity}.review"
     for candidate in (root / rel, root / domain / f"{polarity}.review"):
@@ -66,11 +75,10 @@ def _read_raw(root: Path, domain: str, polarity: str) -> str:
             return candidate.read_bytes().decode("latin-1")
     archive = root / BLITZER_ARCHIVE
     if archive.is_file():
-        with tarfile.open(archive, "r:xz") as tar:
-            try:
-                return tar.extractfile(rel).read().decode("latin-1")
-            except KeyError as exc:
-                raise DataError(f"{archive} has no {rel}: is it the labelled Blitzer archive?") from exc
+        members = _archive_reviews(archive.resolve(), archive.stat().st_mtime)
+        if rel not in members:
+            raise DataError(f"{archive} has no {rel}: is it the labelled Blitzer archive?")
+        return members[rel]
     raise DataError(f"Blitzer reviews for '{domain}' not found under {root}: expected {rel} or {BLITZER_ARCHIVE} "
                     "(set data_root to the folder holding them, e.g. ../shared/data)")
 

@@ -95,10 +95,6 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
     return correct / max(1, len(x))
 
 
-def wrap_for_scenario(model: nn.Module) -> TaskMask:
-    return TaskMask(model)
-
-
 def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int = 0,
                progress: Callable[[int, float], None] | None = None) -> dict:
     """Train ``method`` (already ``setup`` with a ``TaskMask``-wrapped model) on ``stream``; returns metrics.
@@ -109,7 +105,7 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
     masks_classes = cfg.scenario == "task" or (cfg.scenario == "class" and cfg.mask_unseen_classes)
     if masks_classes and not isinstance(model, TaskMask):
         raise ConfigError(f"the {cfg.scenario}-IL scenario masks logits: wrap the model in TaskMask "
-                          "(wrap_for_scenario) before method.setup, or set mask_unseen_classes=false")
+                          "before method.setup, or set mask_unseen_classes=false")
     head_size(stream, cfg.scenario)  # validates the scenario name
     device = next(model.parameters()).device
     experiences = [_joint(stream, cfg.scenario)] if cfg.joint else stream.tasks

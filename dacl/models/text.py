@@ -42,7 +42,7 @@ class HFTextEncoder(nn.Module):
     def __init__(self, in_channels: int = 0, image_size: int = 0, name_or_path: str = "minilm", pooling: str = "mean",
                  quantization: str | None = None) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
         path = resolve_model_path(name_or_path)
         if pooling not in ("mean", "cls"):
@@ -61,7 +61,7 @@ class HFTextEncoder(nn.Module):
         except OSError as exc:
             raise ConfigError(f"could not load text model '{name_or_path}' ({path}): pass a local folder, the alias "
                               f"'minilm', or a Hugging Face name where internet exists ({exc})") from exc
-        self.pad_token_id = int(AutoConfig.from_pretrained(path).pad_token_id or 0)
+        self.pad_token_id = int(self.model.config.pad_token_id or 0)
         self.pooling = pooling
         self.out_features = int(self.model.config.hidden_size)
 

@@ -168,12 +168,16 @@ class EWC(Plugin):
         self._pairs = None
         return super()._apply(fn, *args, **kwargs)
 
-    def penalty(self) -> Tensor:
+    def _triples(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """(parameters, importances, centres), built once per anchoring (buffers replaced -> rebuilt)."""
         if getattr(self, "_pairs", None) is None:
             params = self._params()
             self._pairs = [(p, getattr(self, f"importance_{_key(n)}"), getattr(self, f"centre_{_key(n)}"))
                            for n, p in params.items() if hasattr(self, f"importance_{_key(n)}")]
-        params, importance, centres = (list(t) for t in zip(*self._pairs))
+        return tuple(list(t) for t in zip(*self._pairs))  # type: ignore[return-value]
+
+    def penalty(self) -> Tensor:
+        params, importance, centres = self._triples()
         total = _QuadraticPenalty.apply(len(params), *params, *importance, *centres)
         return 0.5 * self.hparams["weight"] * (total + self.ewc_constant.to(total.device))
 
@@ -187,9 +191,7 @@ class EWC(Plugin):
         no separate accumulation). The penalty's value is recorded (detached) for logging."""
         if not hasattr(self, "ewc_constant") or self.hparams["gradient"] != "direct":
             return
-        if getattr(self, "_pairs", None) is None:
-            self.penalty()  # builds the (param, importance, centre) triples
-        params, importance, centres = (list(t) for t in zip(*self._pairs))
+        params, importance, centres = self._triples()
         with torch.no_grad():
             diffs = torch._foreach_sub(params, centres)
             weighted = torch._foreach_mul(diffs, importance)

@@ -101,9 +101,13 @@ class ClassBalancedBuffer(torch.nn.Module):
         draws = torch.randint(0, int(sizes.sum()), (min(k, int(sizes.sum())),), generator=self.gen)
         owner = torch.searchsorted(sizes.cumsum(0), draws, right=True)
         offsets = sizes.cumsum(0) - sizes
-        parts = [(b.x[(draws[owner == i] - offsets[i]).to(b.x.device)], b.y[(draws[owner == i] - offsets[i]).to(b.y.device)])
-                 for i, b in enumerate(bufs) if (owner == i).any()]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        xs, ys = [], []
+        for i, b in enumerate(bufs):  # one gather per class (<= #classes), not per example
+            local = (draws[owner == i] - offsets[i]).to(b.x.device)
+            if len(local):
+                xs.append(b.x[local])
+                ys.append(b.y[local])
+        return torch.cat(xs), torch.cat(ys)
 
 
 BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer}
