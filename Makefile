@@ -7,7 +7,7 @@ STAMP := $(VENV)/.dacl-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev,avalanche]'
+	$(PY) -m pip install -q -e '.[dev,avalanche,cluster]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -39,11 +39,28 @@ def check_overrides(overrides: list[str]) -> None:
                       f"(add configs/{key}/{choice}.yaml to define a new one)")
 
 
+def trial_suffix(variant: object, hparams_seed: object) -> str:
+    """Run-folder suffix that keeps sweep trials apart: '' for the defaults, '_hp3' for a random draw,
+    '_<variant>' for a declared variant (both when both are set)."""
+    parts = [str(variant)] if variant not in (None, "", "None") else []
+    if hparams_seed not in (None, "", 0, "0"):
+        parts.append(f"hp{hparams_seed}")
+    return "".join(f"_{p}" for p in parts)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("dacl_trial"):
+        OmegaConf.register_new_resolver("dacl_trial", trial_suffix)
+
+
 def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[..., dict],
                    summary: Callable[[dict], str]) -> None:
     """Shared by ``run`` and ``continual``: Hydra compose, one job per configuration, the exact command recorded;
     in a multirun a failing configuration is reported (its failed.json written) without stopping the sweep."""
     check_overrides(args)
+    _register_resolvers()
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -59,11 +76,15 @@ def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[.
         job_command = command if not multirun else f"dacl {name} {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
         try:
             res = run(cfg, run_dir, command=job_command)
-        except DaclError as exc:
-            if multirun:
-                print(f"dacl: error in {run_dir}: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001  (failed.json is already written by the run)
+            if multirun:  # one bad configuration never stops a sweep; the collector lists it as failed
+                print(f"dacl: error in {run_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return
-            _fail(str(exc))
+            if isinstance(exc, DaclError):
+                _fail(str(exc))
+            raise
+        if res.get("status") == "worker":  # a torchrun rank > 0: rank 0 reports
+            return
         print(f"{summary(res)} -> {run_dir / 'results.json'}")
 
     sys.argv = [f"dacl {name}", *args]

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dacl.benchmarks.domain_pair import DomainPair
+from dacl import distributed
 from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
 from dacl.engine.trainer import FitResult, Trainer, TrainerConfig, resolve_device, seed_everything
 from dacl.methods.base import Method
@@ -27,6 +28,13 @@ log = logging.getLogger(__name__)
 
 SELECTION_NOTE = ("'last': final step; 'source_val': step with the best held-out source accuracy (no target labels); "
                   "'oracle': step with the best target test accuracy (uses target labels, reported only as an upper bound)")
+
+
+def selection_note(validators: Mapping[str, Any]) -> str:
+    """What each selection column means, including any label-free validator the run scored checkpoints with."""
+    extra = [f"'{name}': step with the best '{name}' score ({(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else 'label-free'})"
+             for name, fn in validators.items() if name not in ("source_val", "oracle")]
+    return "; ".join([SELECTION_NOTE.rsplit("; 'oracle'", 1)[0], *extra, "'oracle'" + SELECTION_NOTE.rsplit("; 'oracle'", 1)[1]])
 
 
 def _plain(cfg: Any) -> Any:
@@ -92,27 +100,32 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     plain = _plain(cfg)
+    dist, device_name = distributed.from_env(str(plain["trainer"].get("device", "auto")))  # torchrun: join the group
     results_path, failed_path = run_dir / "results.json", run_dir / "failed.json"
-    if not plain["trainer"].get("resume"):
-        results_path.unlink(missing_ok=True)  # a stale result must never survive a new run
-    failed_path.unlink(missing_ok=True)
+    if dist.is_main:
+        if not plain["trainer"].get("resume"):
+            results_path.unlink(missing_ok=True)  # a stale result must never survive a new run
+        failed_path.unlink(missing_ok=True)
     started = time.time()
     provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # the code as the run began
     try:
         trainer_cfg = TrainerConfig.from_dict(plain["trainer"])
         if trainer_cfg.threads:
             torch.set_num_threads(int(trainer_cfg.threads))
-        device = resolve_device(trainer_cfg.device)
+        device = resolve_device(device_name)
         seed = int(plain["seed"])
         data = build_benchmark(plain, device)
         seed_everything(seed)  # model init depends only on the seed, not on data loading
         method = build_method(plain, data).to(device)
-        trainer = Trainer(method, data, trainer_cfg, run_dir, seed=seed)
+        trainer = Trainer(method, data, trainer_cfg, run_dir, seed=seed, dist=dist)
         fit = trainer.fit(stop_at=stop_at)
     except BaseException as exc:
         atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
-                                        "command": command, "traceback": traceback.format_exc(), **provenance})
+                                        "command": command, "traceback": traceback.format_exc(), "rank": dist.rank,
+                                        **provenance})
         raise
+    if not dist.is_main:  # rank 0 evaluated and writes the one results.json
+        return {"status": "worker", "rank": dist.rank}
     if fit.steps < trainer_cfg.max_steps:  # paused on purpose: checkpoint written, no final result
         return {"status": "paused", "step": fit.steps}
     results = _results(plain, data, method, trainer, fit, device, command, time.time() - started, provenance)
@@ -136,7 +149,7 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "command": command,
         "config": plain,
         **provenance,
-        "hardware": hardware(device),
+        "hardware": {**hardware(device), "processes": trainer.dist.world_size},
         "versions": versions(),
         "data_sizes": data.sizes(),
         "steps": fit.steps,
@@ -146,7 +159,7 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "params": {"model": count_params(method.model), "method_total": count_params(method)},
         "time_per_step_ms": round(1000 * fit.train_seconds / max(1, fit.steps), 3),
         "peak_memory_mb": peak_memory_mb(device),
-        "selection_protocols": SELECTION_NOTE,
+        "selection_protocols": selection_note(trainer.validators),
         "metrics": {
             "source_test_acc": selection["last"]["source_test_acc"],
             "target_test_acc": {proto: sel["target_test_acc"] for proto, sel in selection.items()},

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dacl import distributed
 from dacl.engine.continual import ContinualConfig, TaskMask, head_size, run_stream
 from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
 from dacl.engine.trainer import resolve_device, seed_everything
@@ -78,15 +79,17 @@ def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, comm
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    dist, device_name = distributed.from_env(str(plain.get("device", "auto")))  # torchrun: join the group
     results_path, failed_path = run_dir / "results.json", run_dir / "failed.json"
-    results_path.unlink(missing_ok=True)
-    failed_path.unlink(missing_ok=True)
+    if dist.is_main:
+        results_path.unlink(missing_ok=True)
+        failed_path.unlink(missing_ok=True)
     provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     started = time.time()
     try:
         if plain.get("threads"):
             torch.set_num_threads(int(plain["threads"]))
-        device = resolve_device(plain.get("device", "auto"))
+        device = resolve_device(device_name)
         stream = build_stream(plain, device)
         seed = int(plain["seed"])
         seed_everything(seed)
@@ -101,17 +104,20 @@ def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, comm
         def progress(i: int, acc: float) -> None:
             log.info("%s: task %d/%d done, mean acc on tasks so far %.4f", name, i + 1, len(stream), acc)
 
-        metrics = run_stream(method, stream, ccfg, seed=seed, progress=progress)
+        metrics = run_stream(method, stream, ccfg, seed=seed, progress=progress if dist.is_main else None, dist=dist)
     except BaseException as exc:
         atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
-                                        "command": command, "traceback": traceback.format_exc(), **provenance})
+                                        "command": command, "traceback": traceback.format_exc(), "rank": dist.rank,
+                                        **provenance})
         raise
+    if not dist.is_main:
+        return {"status": "worker", "rank": dist.rank}
     task_names = [t.name for t in stream.tasks]
     results = {
         "status": "ok", "kind": "continual", "benchmark": plain["stream"]["name"], "task": plain["scenario"],
         "stream": plain["stream"]["name"], "scenario": plain["scenario"], "method": plain["strategy"]["name"],
         "variant": None, "seed": int(plain["seed"]), "command": command, "config": plain, **provenance,
-        "hardware": hardware(device), "versions": versions(), "task_names": task_names,
+        "hardware": {**hardware(device), "processes": dist.world_size}, "versions": versions(), "task_names": task_names,
         "wall_seconds": round(time.time() - started, 2), "params": {"model": count_params(method.model)},
         "selection_protocols": PROTOCOL_NOTE,
         "metrics": {k: v for k, v in metrics.items() if k not in ("per_task_seconds",)},

@@ -56,8 +56,18 @@ def test_multirun_sweeps_seeds_and_methods(tmp_path):
     proc = dacl("run", "-m", "seed=0,1", "method=source_only,dann", "tag=t", *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = sorted(p.relative_to(tmp_path / "runs" / "t").parent.as_posix() for p in (tmp_path / "runs" / "t").rglob("results.json"))
-    assert found == ["synthetic_shift/dann/seed0", "synthetic_shift/dann/seed1",
-                     "synthetic_shift/source_only/seed0", "synthetic_shift/source_only/seed1"]
-    res = json.loads((tmp_path / "runs/t/synthetic_shift/dann/seed1/results.json").read_text())
+    # result-changing overrides name a sub-folder (so a smoke run never overwrites a full one); paths/progress do not
+    cfg = "trainer.batch_size=16,trainer.eval_every=2,trainer.max_steps=4"
+    assert found == [f"synthetic_shift/dann/{cfg}/seed0", f"synthetic_shift/dann/{cfg}/seed1",
+                     f"synthetic_shift/source_only/{cfg}/seed0", f"synthetic_shift/source_only/{cfg}/seed1"]
+    res = json.loads((tmp_path / f"runs/t/synthetic_shift/dann/{cfg}/seed1/results.json").read_text())
     assert res["seed"] == 1 and res["method"] == "dann" and "seed=1" in res["command"]
-    assert (tmp_path / "runs/t/synthetic_shift/dann/seed1/.hydra/config.yaml").exists()
+    assert (tmp_path / f"runs/t/synthetic_shift/dann/{cfg}/seed1/.hydra/config.yaml").exists()
+
+
+def test_sweep_trials_and_config_overrides_never_share_a_folder(tmp_path):
+    proc = dacl("run", "-m", "method=source_only", "hparams_seed=0,1", "trainer.lr=0.01,0.02", "tag=t", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = {p.parent for p in (tmp_path / "runs" / "t").rglob("results.json")}
+    assert len(dirs) == 4
+    assert {d.parent.parent.name for d in dirs} == {"source_only", "source_only_hp1"}

@@ -13,7 +13,9 @@ from dacl.errors import ConfigError
 
 
 class BatchStream:
-    def __init__(self, size: int, batch_size: int, seed: int, device: torch.device | str) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, device: torch.device | str,
+                 shard: slice | None = None) -> None:
+        """``shard``: under DDP, this process's slice of each global batch (every rank draws the same permutation)."""
         if batch_size > size:
             raise ConfigError(f"batch size {batch_size} exceeds the {size} available examples; lower the batch size")
         self.size, self.batch_size, self.device = size, batch_size, torch.device(device)
@@ -21,6 +23,7 @@ class BatchStream:
         self._perm = torch.empty(0, dtype=torch.long)
         self._pos = size  # forces a fresh permutation on first use
         self.epoch = 0
+        self.shard = shard
 
     def next_indices(self) -> torch.Tensor:
         if self._pos + self.batch_size > self.size:  # drop the ragged tail: every batch has equal size
@@ -29,7 +32,7 @@ class BatchStream:
             self.epoch += 1
         idx = self._perm[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
-        return idx
+        return idx if self.shard is None else idx[self.shard]
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "perm": self._perm.cpu(), "pos": self._pos, "epoch": self.epoch}

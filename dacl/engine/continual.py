@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dacl import distributed
 from dacl.data.stream import BatchStream
 from dacl.data.streams import Stream, Task
 from dacl.errors import ConfigError, NonFiniteLossError
@@ -96,8 +97,12 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
 
 
 def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int = 0,
-               progress: Callable[[int, float], None] | None = None) -> dict:
+               progress: Callable[[int, float], None] | None = None,
+               dist: distributed.DistContext = distributed.SINGLE) -> dict:
     """Train ``method`` (already ``setup`` with a ``TaskMask``-wrapped model) on ``stream``; returns metrics.
+
+    Under torchrun (``dist``) each process trains on its shard of every global batch inside DDP; all
+    processes evaluate (test sets are small) so every hook sees the same state.
 
     ``progress(task_index, mean accuracy over the tasks seen so far)`` is called after each task.
     """
@@ -113,6 +118,7 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
     matrix = np.zeros((len(experiences), n))
     seen_images, train_seconds, per_task_seconds = 0, 0.0, []
     optimizer = None
+    ddp = distributed.wrap(method, dist) if dist.enabled else None
     seen: list[int] = []
     baseline = []  # accuracy of the untrained model on each task (b_j of GEM's forward transfer)
     for j, tj in enumerate(stream.tasks):
@@ -132,7 +138,9 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
             h.before_experience(exp)
         if optimizer is None or cfg.reset_optimizer:
             optimizer = OPTIMIZERS.get(cfg.optimizer)(method.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        batches = BatchStream(len(x), min(cfg.batch_size, len(x)), seed * 1000 + i, device)
+        global_batch = min(cfg.batch_size, len(x))
+        batches = BatchStream(len(x), global_batch, seed * 1000 + i, device,
+                              shard=dist.shard(global_batch) if dist.enabled else None)
         method.train()
         if cfg.epochs_per_task:
             steps = cfg.epochs_per_task * -(-len(x) // cfg.batch_size)  # ceil: the last partial batch counts
@@ -142,10 +150,13 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
         for step in range(steps):
             idx = batches.next_indices()
             state = StepState(step, steps, Batch(x[idx], y[idx], task_id=i))
-            method.training_step(state)
-            for h in method.hooks:
-                h.before_backward(state)
-            loss = state.total_loss()
+            if ddp is not None:
+                loss = ddp(state)  # the same step inside DDP: backward all-reduces the gradients
+            else:
+                method.training_step(state)
+                for h in method.hooks:
+                    h.before_backward(state)
+                loss = state.total_loss()
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"non-finite loss at task {i} step {step} ({ {k: float(v) for k, v in state.losses.items()} }); lower the lr")
             optimizer.zero_grad(set_to_none=True)
@@ -159,7 +170,7 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
             torch.cuda.synchronize()
         per_task_seconds.append(time.perf_counter() - t0)
         train_seconds += per_task_seconds[-1]
-        seen_images += steps * len(idx)
+        seen_images += steps * global_batch
         for h in method.hooks:
             h.after_experience(exp)
         for j, tj in enumerate(stream.tasks):

@@ -21,6 +21,8 @@ import torch
 
 from dacl.benchmarks.domain_pair import DomainPair
 from dacl.data.stream import BatchStream
+from dacl import distributed
+from dacl.distributed import SINGLE, DistContext
 from dacl.engine.results import atomic_torch_save
 from dacl.errors import ConfigError, NonFiniteLossError
 from dacl.methods.base import Batch, Experience, Hooks, Method, StepState
@@ -133,8 +135,9 @@ class _CsvLog:
 
 
 class Trainer:
-    def __init__(self, method: Method, data: DomainPair, cfg: TrainerConfig, run_dir: str | Path, seed: int = 0) -> None:
-        self.method, self.data, self.cfg, self.seed = method, data, cfg, seed
+    def __init__(self, method: Method, data: DomainPair, cfg: TrainerConfig, run_dir: str | Path, seed: int = 0,
+                 dist: DistContext = SINGLE) -> None:
+        self.method, self.data, self.cfg, self.seed, self.dist = method, data, cfg, seed, dist
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = data.source_train[0].device
@@ -153,10 +156,13 @@ class Trainer:
         # only hooks that override after_backward cost an unscale (e.g. A-GEM's gradient projection)
         self._grad_hooks = [h for h in method.hooks if type(h).after_backward is not Hooks.after_backward]
 
-        tbs = cfg.target_batch_size or cfg.batch_size
-        self.source_stream = BatchStream(len(data.source_train[1]), cfg.batch_size, seed * 1000 + 1, self.device)
-        self.target_stream = BatchStream(len(data.target_train_x), tbs, seed * 1000 + 2, self.device) if self.needs_target else None
+        tbs = cfg.target_batch_size or cfg.batch_size  # global batch sizes: under DDP each rank takes its shard
+        self.source_stream = BatchStream(len(data.source_train[1]), cfg.batch_size, seed * 1000 + 1, self.device,
+                                         shard=dist.shard(cfg.batch_size) if dist.enabled else None)
+        self.target_stream = BatchStream(len(data.target_train_x), tbs, seed * 1000 + 2, self.device,
+                                         shard=dist.shard(tbs) if dist.enabled else None) if self.needs_target else None
         self.images_per_step = cfg.batch_size + (tbs if self.needs_target else 0)
+        self._ddp = distributed.wrap(method, dist) if dist.enabled else None
 
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -164,7 +170,7 @@ class Trainer:
         self.train_log = _CsvLog(self.run_dir / "train_log.csv")
         self.eval_log = _CsvLog(self.run_dir / "eval_log.csv")
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
-        self.tb = self._tensorboard() if cfg.tensorboard else None
+        self.tb = self._tensorboard() if cfg.tensorboard and dist.is_main else None
 
     # --- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -179,6 +185,8 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
+        if not self.dist.is_main:  # ranks hold identical state: one file
+            return
         atomic_torch_save(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -200,8 +208,9 @@ class Trainer:
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         self.step, self.history, self.train_seconds = ckpt["step"], ckpt["history"], ckpt["train_seconds"]
-        self.train_log.truncate_after(self.step)
-        self.eval_log.truncate_after(self.step)
+        if self.dist.is_main:
+            self.train_log.truncate_after(self.step)
+            self.eval_log.truncate_after(self.step)
         log.info("resumed from %s at step %d", path, self.step)
 
     # --- evaluation -------------------------------------------------------------------------------
@@ -272,10 +281,13 @@ class Trainer:
             batch = Batch(xs[idx], ys[idx], xt[self.target_stream.next_indices()] if self.target_stream else None)
             state = StepState(step, cfg.max_steps, batch)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                method.training_step(state)
-                for h in method.hooks:
-                    h.before_backward(state)
-            loss = state.total_loss()
+                if self._ddp is not None:
+                    loss = self._ddp(state)  # the same step inside DDP: backward all-reduces the gradients
+                else:
+                    method.training_step(state)
+                    for h in method.hooks:
+                        h.before_backward(state)
+                    loss = state.total_loss()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip or self._grad_hooks:
@@ -294,7 +306,7 @@ class Trainer:
             last = self.step == cfg.max_steps
             if self.step % cfg.log_every == 0 or last or self.step == end:
                 self._log_train(state, loss, bar)
-            if self.step % cfg.eval_every == 0 or last:
+            if (self.step % cfg.eval_every == 0 or last) and self.dist.is_main:  # other ranks wait at the next all-reduce
                 self.train_seconds += _elapsed(t0, self.device)
                 self._record_eval(self.evaluate())
                 t0 = time.perf_counter()
@@ -309,7 +321,7 @@ class Trainer:
             for h in method.hooks:
                 h.after_experience(Experience(0, self.data.task))
                 h.end_training()
-            if cfg.save_model:
+            if cfg.save_model and self.dist.is_main:
                 atomic_torch_save(method.model.state_dict(), self.run_dir / "model.pt")
             if cfg.ckpt_every:
                 self.save_checkpoint()
@@ -329,7 +341,8 @@ class Trainer:
         row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": total,
                **{f"loss/{k}": v for k, v in values.items()},
                **{k: float(v.float().item()) for k, v in state.logs.items()}}
-        self.train_log.write(row)
+        if self.dist.is_main:
+            self.train_log.write(row)
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step":

@@ -33,22 +33,26 @@ def _subsample(x: Tensor, limit: int = 2048) -> Tensor:
 
 @VALIDATORS.register("entropy")
 def entropy_score(ctx: EvalContext) -> float:
+    """negative mean entropy of target predictions"""
     return float(-entropy_from_logits(ctx.target_logits).mean())
 
 
 @VALIDATORS.register("im")
 def information_maximisation(ctx: EvalContext) -> float:
+    """information maximisation on target: -E[H(p)] + H(E[p])"""
     return float(-entropy_from_logits(ctx.target_logits).mean() + entropy_of_probs(_probs(ctx.target_logits).mean(0)))
 
 
 @VALIDATORS.register("bnm")
 def batch_nuclear_norm(ctx: EvalContext) -> float:
+    """batch nuclear norm of target predictions"""
     p = _probs(_subsample(ctx.target_logits))
     return float(torch.linalg.matrix_norm(p, ord="nuc") / len(p))
 
 
 @VALIDATORS.register("snd")
 def soft_neighbourhood_density(ctx: EvalContext, temperature: float = 0.05) -> float:
+    """soft neighbourhood density of target predictions"""
     p = F.normalize(_probs(_subsample(ctx.target_logits)), dim=1)
     sim = p @ p.T
     sim.fill_diagonal_(float("-inf"))  # an example is not its own neighbour
@@ -66,7 +70,9 @@ def dev_risk(val_losses: Tensor, weights: Tensor) -> Tensor:
 
 @VALIDATORS.register("dev")
 def deep_embedded_validation(ctx: EvalContext) -> float:
-    """DEV (You et al., ICML 2019): weight each source-validation loss by p(target|f)/p(source|f) from a logistic
+    """deep embedded validation: importance-weighted source-validation loss, negated
+
+    DEV (You et al., ICML 2019): weight each source-validation loss by p(target|f)/p(source|f) from a logistic
     domain classifier on bottleneck features (source train vs unlabelled target), then control-variate the mean.
     Returns the negative risk (higher is better)."""
     from sklearn.linear_model import LogisticRegression

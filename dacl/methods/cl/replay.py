@@ -4,7 +4,9 @@ Two buffers: ``reservoir`` (Vitter 1985: a uniform sample of the stream) and ``c
 split equally over the classes seen so far, a reservoir inside each class, so rare or early classes keep
 their share). Buffers are device tensors; insertion is vectorised (one random draw per incoming example,
 duplicates resolved as sequential insertion would). Each step a replay batch adds its cross-entropy to
-the loss; after the update the current batch is offered to the buffer. In task-IL each replayed example
+the loss; after the update the current batch is offered to the buffer. Under torchrun every process offers
+the *global* batch (all-gathered) with the same generator, so all buffers stay identical, and each process
+replays its own slice of the same replay batch: the DDP gradient equals one process's. In task-IL each replayed example
 is scored with its own task's head (the mask of the task that owns its label), not the current one.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dacl import distributed
 from dacl.methods.base import Experience, Plugin, StepState
 from dacl.methods.cl.lwf import unmasked
 from dacl.registry import PLUGINS
@@ -157,8 +160,12 @@ class Replay(PerTaskHeads, Plugin):
         if int(self.buffer.size) == 0:
             return
         x, y = self.buffer.sample(self.hparams["batch_size"])
+        ctx = distributed.current()
+        x, y = ctx.split(x), ctx.split(y)
         weight = state.batch.task_id if self.hparams["weight"] == "auto" else float(self.hparams["weight"])
         state.losses["replay"] = weight * F.cross_entropy(self.memory_logits(x, y).float(), y)
 
     def after_update(self, state: StepState) -> None:
-        self.buffer.add(state.batch.x.detach(), state.batch.y.detach())
+        ctx = distributed.current()
+        self.buffer.add(distributed.all_gather_cat(state.batch.x.detach(), ctx),
+                        distributed.all_gather_cat(state.batch.y.detach(), ctx))
