@@ -10,6 +10,7 @@ import io
 import json
 import math
 import re
+import shlex
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -17,23 +18,70 @@ from typing import Any, Iterable
 
 from dacl.engine.results import atomic_write_text
 
-COLUMNS = ["benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "command"]
-SELECTIONS = ("last", "source_val", "oracle")
+COLUMNS = ["benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "command",
+           "n_failed"]
+SELECTIONS = ("last", "source_val", "oracle")  # the fixed protocols; validator columns sit between source_val and oracle
+# Overrides that cannot change a result (mirrors hydra.job.config.override_dirname.exclude_keys in configs/config.yaml,
+# which a test checks) plus those already in the row's own columns. Any other override separates configurations.
+NON_RESULT_KEYS = frozenset({"method", "benchmark", "seed", "tag", "experiment", "variant", "hparams_seed", "data_root",
+                             "download", "trainer.threads", "trainer.progress", "trainer.resume", "trainer.device",
+                             "trainer.tensorboard"})
+
+
+def config_key(command: str | None) -> tuple[str, ...]:
+    """The result-changing overrides of a run's command, sorted: runs differing only in seed share a key."""
+    if not command:
+        return ()
+    words = shlex.split(command)
+    keep = []
+    for w in words[2:]:
+        key, sep, _ = w.lstrip("+~").partition("=")
+        if sep and key not in NON_RESULT_KEYS and not key.startswith("hydra"):
+            keep.append(w.lstrip("+"))
+    return tuple(sorted(keep))
+
+
+def _label(method: str, variant: Any) -> str:
+    return f"{method} [{variant}]" if variant else method
+
+
+def _failed_record(run_dir: Path, info: dict[str, Any], error: str | None = None) -> dict[str, Any]:
+    cfg = info.get("config") or {}
+    return {"run_dir": str(run_dir), "error": error or info.get("error", "unknown"), "command": info.get("command"),
+            "benchmark": (cfg.get("benchmark") or {}).get("name"), "method": (cfg.get("method") or {}).get("name"),
+            "variant": cfg.get("variant") or (f"hp{cfg['hparams_seed']}" if cfg.get("hparams_seed") else None)}
 
 
 def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(successful results, failed runs) found below ``roots``; unreadable files count as failed."""
-    ok, failed = [], []
+    """(successful results, failed runs) found below ``roots``: ``results.json`` / ``failed.json`` per run folder
+    and append-only ``results.jsonl`` logs (one run record per line; the last line for a run folder wins).
+    Unreadable or truncated files count as failed, never as results."""
+    ok: dict[str, dict[str, Any]] = {}
+    failed: dict[str, dict[str, Any]] = {}
     for root in roots:
+        for path in sorted(Path(root).rglob("results.jsonl")):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:  # a line cut short by a crash
+                    failed[f"{path}:{n}"] = {"run_dir": f"{path}:{n}", "error": f"unreadable line: {exc}"}
+                    continue
+                key = rec.get("run_dir") or f"{path}:{n}"
+                ok.pop(key, None), failed.pop(key, None)
+                if rec.get("status") == "ok":
+                    ok[key] = {**rec, "run_dir": key}
+                else:
+                    failed[key] = _failed_record(Path(key), rec)
         for path in sorted(Path(root).rglob("results.json")):
             try:
                 res = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                failed.append({"run_dir": str(path.parent), "error": f"unreadable results.json: {exc}"})
+                failed[str(path.parent)] = {"run_dir": str(path.parent), "error": f"unreadable results.json: {exc}"}
                 continue
             if res.get("status") == "ok":
-                res["run_dir"] = str(path.parent)
-                ok.append(res)
+                ok[str(path.parent)] = {**res, "run_dir": str(path.parent)}
         for path in sorted(Path(root).rglob("failed.json")):
             if (path.parent / "results.json").exists():
                 continue
@@ -41,9 +89,8 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[d
                 info = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 info = {}
-            failed.append({"run_dir": str(path.parent), "error": info.get("error", "unknown"),
-                           "command": info.get("command")})
-    return ok, failed
+            failed[str(path.parent)] = _failed_record(path.parent, info)
+    return list(ok.values()), list(failed.values())
 
 
 def sweep_command(commands: list[str | None], seeds: list[int]) -> str:
@@ -58,29 +105,63 @@ def sweep_command(commands: list[str | None], seeds: list[int]) -> str:
     return cmd
 
 
+def selection_order(results: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Every protocol present: last, source_val, then label-free validators (alphabetical), then oracle."""
+    present = {p for r in results for p in r["metrics"]["target_test_acc"]}
+    middle = sorted(present - set(SELECTIONS))
+    return tuple(p for p in ("last", "source_val", *middle, "oracle") if p in present)
+
+
 def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, float]] | None = None,
-              selections: tuple[str, ...] = SELECTIONS) -> list[dict[str, Any]]:
-    """Mean/std over seeds of target accuracy (%) per (benchmark, task, method, selection)."""
+              selections: tuple[str, ...] | None = None,
+              failed: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Mean/std over seeds of target accuracy (%) per (benchmark, task, method, configuration, selection).
+
+    Runs of one method that differ in a result-changing override (``trainer.lr=...``) are separate rows, labelled
+    with the overrides that tell them apart. ``failed`` runs are matched to their row (``n_failed``); a
+    configuration whose every run failed still gets rows, with no mean, so a table never hides a failure."""
     paper_values = paper_values or {}
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    selections = selections or selection_order(results)
+    groups: dict[tuple[str, str, str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        label = f"{r['method']} [{r['variant']}]" if r.get("variant") else r["method"]
-        groups[(r["benchmark"], r["task"], label)].append(r)
+        groups[(r["benchmark"], r["task"], _label(r["method"], r.get("variant")), config_key(r.get("command")))].append(r)
+    configs_of: dict[tuple[str, str], set[tuple[str, ...]]] = defaultdict(set)
+    for bench, _, label, key in groups:
+        configs_of[(bench, label)].add(key)
+    n_failed: dict[tuple[str, str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    for f in failed or []:
+        if f.get("benchmark") and f.get("method"):
+            n_failed[(f["benchmark"], _label(f["method"], f.get("variant")), config_key(f.get("command")))].append(f)
+
+    def shown(bench: str, label: str, key: tuple[str, ...]) -> str:
+        keys = configs_of[(bench, label)] | {k for b, lab, k in n_failed if (b, lab) == (bench, label)}
+        common = set.intersection(*(set(k) for k in keys)) if keys else set()
+        extra = [o for o in key if o not in common]
+        return f"{label} {{{', '.join(extra)}}}" if extra else label
+
     rows = []
-    for (bench, task, method), runs in sorted(groups.items()):
+    for (bench, task, label, key), runs in sorted(groups.items()):
         seeds = [r["seed"] for r in runs]
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"duplicate seeds {sorted(seeds)} for {bench}/{method}: collect one run directory per seed")
+            raise ValueError(f"duplicate seeds {sorted(seeds)} for {bench}/{label} {key}: collect one run directory per seed")
+        fails = n_failed.pop((bench, label, key), [])
         for sel in selections:
             vals = [100.0 * r["metrics"]["target_test_acc"][sel] for r in runs if sel in r["metrics"]["target_test_acc"]]
             if not vals:
                 continue
             rows.append({
-                "benchmark": bench, "task": task, "method": method, "selection": sel, "metric": "target_acc",
-                "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                "n_seeds": len(vals), "paper_value": paper_values.get(bench, {}).get(runs[0]["method"]),
-                "command": sweep_command([r.get("command") for r in runs], seeds),
+                "benchmark": bench, "task": task, "method": shown(bench, label, key), "selection": sel,
+                "metric": "target_acc", "mean": statistics.fmean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n_seeds": len(vals),
+                "paper_value": paper_values.get(bench, {}).get(runs[0]["method"]),
+                "command": sweep_command([r.get("command") for r in runs], seeds), "n_failed": len(fails),
             })
+    for (bench, label, key), fails in sorted(n_failed.items()):  # configurations with no successful run at all
+        for sel in selections:
+            rows.append({"benchmark": bench, "task": "", "method": shown(bench, label, key), "selection": sel,
+                         "metric": "target_acc", "mean": float("nan"), "std": float("nan"), "n_seeds": 0,
+                         "paper_value": paper_values.get(bench, {}).get(fails[0]["method"]),
+                         "command": fails[0].get("command") or "", "n_failed": len(fails)})
     return rows
 
 
@@ -95,23 +176,30 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: _fmt(r[k]) for k in COLUMNS})
+        w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
     return buf.getvalue()
 
 
 def to_markdown(rows: list[dict[str, Any]], failed: list[dict[str, Any]], title: str, notes: list[str]) -> str:
     """A compact wide table (one column per selection protocol) plus the commands and failures."""
+    protocols = list(dict.fromkeys(r["selection"] for r in rows))
     wide: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
-        w = wide.setdefault((r["task"], r["method"]), {"paper": r["paper_value"], "n": r["n_seeds"], "cmd": r["command"]})
-        w[r["selection"]] = f"{r['mean']:.2f} ± {r['std']:.2f}"
+        w = wide.setdefault((r["task"], r["method"]), {"paper": r["paper_value"], "n": r["n_seeds"], "cmd": r["command"],
+                                                        "failed": r["n_failed"]})
+        w[r["selection"]] = "failed" if r["n_seeds"] == 0 else f"{r['mean']:.2f} ± {r['std']:.2f}"
+    validators = [p for p in protocols if p not in SELECTIONS]
     lines = [f"# {title}", "", "Target test accuracy (%), mean ± std over seeds. Selection protocols: `last` = final step; "
-             "`source_val` = step with best held-out source accuracy (no target labels); `oracle` = best target test "
-             "accuracy (uses target labels: an upper bound, not a result).", "",
-             "| task | method | last | source_val | oracle | paper | seeds |", "|---|---|---|---|---|---|---|"]
+             "`source_val` = step with best held-out source accuracy (no target labels); "
+             + (f"{', '.join(f'`{v}`' for v in validators)} = step with the best label-free validator score "
+                "(dacl/validators); " if validators else "")
+             + "`oracle` = best target test accuracy (uses target labels: an upper bound, not a result). "
+             "`failed` counts runs of the configuration that crashed (listed below, never averaged).", "",
+             "| task | method | " + " | ".join(protocols) + " | paper | seeds | failed |",
+             "|---|---|" + "---|" * (len(protocols) + 3)]
     for (task, method), w in wide.items():
-        lines.append(f"| {task} | {method} | {w.get('last', '')} | {w.get('source_val', '')} | {w.get('oracle', '')} "
-                     f"| {_fmt(w['paper'])} | {w['n']} |")
+        cells = " | ".join(w.get(p, "") for p in protocols)
+        lines.append(f"| {task} | {method} | {cells} | {_fmt(w['paper'])} | {w['n']} | {w['failed'] or ''} |")
     lines += ["", "## Commands", ""]
     for (task, method), w in wide.items():
         lines.append(f"- {task} {method}: `{w['cmd']}`")

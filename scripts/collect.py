@@ -37,7 +37,7 @@ def main() -> None:
     ok, failed = load_runs(args.roots)
     if not ok and not failed:
         sys.exit(f"collect: no results.json or failed.json under {args.roots}; run the experiments first")
-    rows = aggregate(ok, paper)
+    rows = aggregate(ok, paper, failed=failed)
     commits = sorted({(r.get("commit") or "?")[:12] + (" (dirty)" if r.get("dirty") else "") for r in ok})
     hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}" for r in ok})
     ips = {}

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +8,8 @@ from dacl.engine.trainer import resolve_amp
 from dacl.errors import ConfigError
 from dacl.metrics import accuracy, expected_calibration_error
 from dacl.reporting import aggregate, load_runs, sweep_command, to_csv
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_accuracy_and_ece_known_values():
@@ -56,7 +59,7 @@ def test_collector_means_stds_and_failures(tmp_path):
     assert rows[("dann", "last")]["paper_value"] == 77.1 and rows[("src", "last")]["paper_value"] is None
     assert rows[("dann", "last")]["command"] == "dacl run -m method=dann seed=0,1 data_root=x"
     header = to_csv(list(rows.values())).splitlines()[0]
-    assert header == "benchmark,task,method,selection,metric,mean,std,n_seeds,paper_value,command"
+    assert header == "benchmark,task,method,selection,metric,mean,std,n_seeds,paper_value,command,n_failed"
     _run(tmp_path / "v", "dann", 0, 0.6, 0.6, variant="tllib_grl")
     rows = {(r["method"], r["selection"]): r for r in aggregate(load_runs([tmp_path])[0], {"b": {"dann": 77.1}})}
     assert rows[("dann [tllib_grl]", "last")]["mean"] == pytest.approx(60.0), "variants are kept apart"
@@ -68,3 +71,56 @@ def test_collector_means_stds_and_failures(tmp_path):
 
 def test_sweep_command_single_seed_is_not_multirun():
     assert sweep_command(["dacl run method=a seed=3"], [3]) == "dacl run method=a seed=3"
+
+
+def _write(path, res):
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(res))
+
+
+def _result(method, seed, acc, command_extra="", **scores):
+    return {"status": "ok", "benchmark": "b", "task": "s->t", "method": method, "seed": seed, "variant": None,
+            "command": f"dacl run method={method} seed={seed} data_root=x trainer.threads=1 {command_extra}".strip(),
+            "metrics": {"target_test_acc": {"last": acc, "source_val": acc, "oracle": acc, **scores}}}
+
+
+def test_collector_separates_configurations_and_marks_failures(tmp_path):
+    from dacl.reporting import to_markdown
+
+    _write(tmp_path / "a0", _result("dann", 0, 0.9, "trainer.lr=0.01", im=0.88))
+    _write(tmp_path / "a1", _result("dann", 1, 0.8, "trainer.lr=0.01", im=0.78))
+    _write(tmp_path / "b0", _result("dann", 0, 0.5, "trainer.lr=0.1", im=0.40))
+    crashed = tmp_path / "c0"
+    crashed.mkdir()
+    (crashed / "failed.json").write_text(json.dumps({
+        "status": "failed", "error": "NonFiniteLossError: nan", "command": "dacl run method=dann seed=0 trainer.lr=10",
+        "config": {"benchmark": {"name": "b"}, "method": {"name": "dann"}, "hparams_seed": 0}}))
+    # an append-only log: the second line for the same run folder replaces the first
+    log = [dict(_result("mmd", 0, 0.3), run_dir="r/mmd0"), dict(_result("mmd", 0, 0.7), run_dir="r/mmd0")]
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "results.jsonl").write_text("\n".join(json.dumps(r) for r in log) + '\n{"status": "ok", "ben')
+    ok, failed = load_runs([tmp_path])
+    assert len(ok) == 4 and len(failed) == 2  # the crashed run and the truncated log line
+    rows = aggregate(ok, failed=failed)
+    by = {(r["method"], r["selection"]): r for r in rows}
+    assert by[("dann {trainer.lr=0.01}", "last")]["mean"] == pytest.approx(85.0), "threads never splits a configuration"
+    assert by[("dann {trainer.lr=0.1}", "im")]["mean"] == pytest.approx(40.0)
+    assert by[("mmd", "last")]["mean"] == pytest.approx(70.0)
+    assert by[("dann {trainer.lr=10}", "last")]["n_failed"] == 1 and by[("dann {trainer.lr=10}", "last")]["n_seeds"] == 0
+    assert [r["selection"] for r in rows if r["method"] == "mmd"] == ["last", "source_val", "oracle"]
+    assert [r["selection"] for r in rows if r["method"] == "dann {trainer.lr=0.1}"] == ["last", "source_val", "im", "oracle"]
+    md = to_markdown(rows, failed, "t", [])
+    assert "| last | source_val | im | oracle |" in md
+    assert "| s->t | dann {trainer.lr=0.01} | 85.00 ± 7.07 | 85.00 ± 7.07 | 83.00 ± 7.07 | 85.00 ± 7.07 |" in md
+    failed_line = next(line for line in md.splitlines() if "trainer.lr=10}" in line)
+    assert "failed" in failed_line and failed_line.rstrip(" |").endswith("1")
+    assert "NonFiniteLossError" in md
+
+
+def test_non_result_keys_mirror_the_run_folder_config():
+    import yaml
+
+    from dacl.reporting import NON_RESULT_KEYS
+
+    cfg = yaml.safe_load((REPO_ROOT / "configs" / "config.yaml").read_text())
+    assert set(cfg["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]) == NON_RESULT_KEYS

@@ -42,3 +42,33 @@ def test_experiment_applies_and_records_the_draw(tiny_config, tmp_path):
     want = sample_hparams("dann", {"trade_off": ["log_uniform", 0.1, 10.0], "disc_hidden": ["choice", [256, 512, 1024]]}, 3)
     assert res["hparams_seed"] == 3 and res["variant"] == "hp3"
     assert {k: res["method_hparams"][k] for k in want} == want
+
+
+def test_submitit_local_sweep_survives_a_failing_configuration(tmp_path):
+    """Hydra's submitit launcher runs each configuration as its own process; one fails on purpose (a batch larger
+    than the dataset): the others finish and the collected table counts and lists the failure."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the 'cluster' extra (make installs it)")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dacl", "run", "-m", "hydra/launcher=submitit_local", "benchmark=synthetic_shift",
+         "method=source_only,dann", "trainer.batch_size=16,100000", "trainer.max_steps=4", "trainer.eval_every=2",
+         "trainer.progress=false", "trainer.device=cpu", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "sweep").rglob("results.json"))) == 2
+    assert len(list((tmp_path / "sweep").rglob("failed.json"))) == 2
+    out = tmp_path / "table"
+    subprocess.run([sys.executable, str(repo / "scripts" / "collect.py"), str(tmp_path / "sweep"), "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    md = out.with_suffix(".md").read_text()
+    failing = [line for line in md.splitlines() if "trainer.batch_size=100000" in line and line.startswith("|")]
+    assert len(failing) == 2 and all("| failed |" in line for line in failing), md
+    ok_rows = [line for line in md.splitlines() if "trainer.batch_size=16" in line and line.startswith("|")]
+    assert len(ok_rows) == 2 and not any("failed" in line for line in ok_rows)
+    assert "exceeds the" in md  # the error is listed
+    assert json.loads(next((tmp_path / "sweep").rglob("failed.json")).read_text())["status"] == "failed"

@@ -20,14 +20,19 @@ def entropy_of_probs(probs: Tensor, eps: float = 1e-8) -> Tensor:
     return -(probs * torch.log(probs + eps)).sum(dim=-1)
 
 
-def expected_calibration_error(logits: Tensor, labels: Tensor, n_bins: int = 15) -> float:
-    """ECE (Guo et al. 2017): confidence-vs-accuracy gap averaged over equal-width confidence bins."""
+def calibration_bins(logits: Tensor, labels: Tensor, n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
+    """Per equal-width confidence bin: (summed confidence, number correct, count) — ECE and reliability diagrams."""
     probs = torch.softmax(logits.float(), dim=1)
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).float()
     bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
-    conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
-    acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
+    return (torch.bincount(bins, weights=conf, minlength=n_bins), torch.bincount(bins, weights=correct, minlength=n_bins),
+            torch.bincount(bins, minlength=n_bins))
+
+
+def expected_calibration_error(logits: Tensor, labels: Tensor, n_bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): confidence-vs-accuracy gap averaged over equal-width confidence bins."""
+    conf_sum, acc_sum, _ = calibration_bins(logits, labels, n_bins)
     return float(((conf_sum - acc_sum).abs() / max(1, len(labels))).sum().item())
 
 
