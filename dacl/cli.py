@@ -66,14 +66,18 @@ def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[.
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    command = f"dacl {name} " + " ".join(shlex.quote(a) for a in args)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = f"--nnodes {world // per_node} " if world > per_node else ""
+    launcher = f"torchrun {nodes}--nproc_per_node {per_node} -m dacl" if world > 1 else "dacl"  # reproduces the run
+    command = f"{launcher} {name} " + " ".join(shlex.quote(a) for a in args)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
         multirun = hc.mode == RunMode.MULTIRUN
-        job_command = command if not multirun else f"dacl {name} {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
+        job_command = command if not multirun else f"{launcher} {name} {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
         try:
             res = run(cfg, run_dir, command=job_command)
         except Exception as exc:  # noqa: BLE001  (failed.json is already written by the run)

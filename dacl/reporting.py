@@ -33,6 +33,8 @@ def config_key(command: str | None) -> tuple[str, ...]:
     if not command:
         return ()
     words = shlex.split(command)
+    if words[0] == "torchrun":  # torchrun [launcher options] -m dacl <command> overrides...
+        words = words[words.index("dacl"):] if "dacl" in words else words
     keep = []
     for w in words[2:]:
         key, sep, _ = w.lstrip("+~").partition("=")
@@ -41,8 +43,9 @@ def config_key(command: str | None) -> tuple[str, ...]:
     return tuple(sorted(keep))
 
 
-def _label(method: str, variant: Any) -> str:
-    return f"{method} [{variant}]" if variant else method
+def _label(method: str, variant: Any, processes: Any = 1) -> str:
+    label = f"{method} [{variant}]" if variant else method
+    return f"{label} ({processes} processes)" if processes and int(processes) > 1 else label
 
 
 def _failed_record(run_dir: Path, info: dict[str, Any], error: str | None = None) -> dict[str, Any]:
@@ -100,8 +103,8 @@ def sweep_command(commands: list[str | None], seeds: list[int]) -> str:
         return ""
     seed_list = ",".join(str(s) for s in sorted(set(seeds)))
     cmd = re.sub(r"\bseed=\S+", f"seed={seed_list}", cmd)
-    if len(set(seeds)) > 1 and " -m " not in f" {cmd} ":
-        cmd = re.sub(r"^dacl (run|continual) ", r"dacl \1 -m ", cmd, count=1)
+    if len(set(seeds)) > 1 and not re.search(r"\bdacl (run|continual) -m ", cmd):
+        cmd = re.sub(r"\bdacl (run|continual) ", r"dacl \1 -m ", cmd, count=1)
     return cmd
 
 
@@ -124,7 +127,8 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
     selections = selections or selection_order(results)
     groups: dict[tuple[str, str, str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        groups[(r["benchmark"], r["task"], _label(r["method"], r.get("variant")), config_key(r.get("command")))].append(r)
+        procs = (r.get("hardware") or {}).get("processes", 1) if isinstance(r.get("hardware"), dict) else 1
+        groups[(r["benchmark"], r["task"], _label(r["method"], r.get("variant"), procs), config_key(r.get("command")))].append(r)
     configs_of: dict[tuple[str, str], set[tuple[str, ...]]] = defaultdict(set)
     for bench, _, label, key in groups:
         configs_of[(bench, label)].add(key)

@@ -47,6 +47,7 @@ def test_two_processes_reproduce_one_process_exactly_without_batch_statistics(tm
     one, out1 = _run(tmp_path, 1, *args)
     two, out2 = _run(tmp_path, 2, *args)
     assert two["hardware"]["processes"] == 2 and one["hardware"]["processes"] == 1
+    assert two["command"].startswith("torchrun --nproc_per_node 2 -m dacl run ") and one["command"].startswith("dacl run ")
     assert not (out2 / "failed.json").exists()
     # the same global batches and the averaged gradient: the same trajectory, step for step
     losses1 = [float(r["loss"]) for r in _train_log(out1)]

@@ -124,3 +124,15 @@ def test_non_result_keys_mirror_the_run_folder_config():
 
     cfg = yaml.safe_load((REPO_ROOT / "configs" / "config.yaml").read_text())
     assert set(cfg["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]) == NON_RESULT_KEYS
+
+
+def test_torchrun_runs_get_their_own_row_and_command(tmp_path):
+    for seed in (0, 1):
+        _write(tmp_path / f"one{seed}", {**_result("dann", seed, 0.9), "hardware": {"processes": 1}})
+        two = _result("dann", seed, 0.8)
+        two["command"] = f"torchrun --nproc_per_node 2 -m dacl run method=dann seed={seed} data_root=x"
+        _write(tmp_path / f"two{seed}", {**two, "hardware": {"processes": 2}})
+    rows = {(r["method"], r["selection"]): r for r in aggregate(load_runs([tmp_path])[0])}
+    assert rows[("dann", "last")]["mean"] == pytest.approx(90.0)
+    assert rows[("dann (2 processes)", "last")]["mean"] == pytest.approx(80.0)
+    assert rows[("dann (2 processes)", "last")]["command"] == "torchrun --nproc_per_node 2 -m dacl run -m method=dann seed=0,1 data_root=x"
