@@ -134,3 +134,33 @@ def test_offline_shot_im_improves_over_the_source_model(source):
     fit_tta(method, data.target_train_x, epochs=2)
     after = evaluate_adapted(method, *data.target_test)
     assert after > before + 0.05, (before, after)
+
+
+def test_fit_tta_lr_decay_follows_shots_schedule(source):
+    from dacl.engine.tta import fit_tta
+
+    model, data = _fresh_model(source)
+    method = build_tta("shot_im", model, 10, lr=1e-2)
+    seen = []
+    adapt = method.adapt
+    method.adapt = lambda x: (seen.append(method.optimizer.param_groups[0]["lr"]), adapt(x))[1]
+    fit_tta(method, data.target_train_x[:256], epochs=2, batch_size=64, lr_decay=True)
+    total = 2 * (256 // 64)
+    assert seen[0] == pytest.approx(1e-2)
+    assert seen[-1] == pytest.approx(1e-2 * (1 + 10 * (total - 1) / total) ** -0.75)
+    assert all(a > b for a, b in zip(seen, seen[1:]))
+
+
+def test_shot_source_architecture_and_stale_source_runs(tmp_path):
+    from dacl.engine.tta import source_model_factory
+    from dacl.models.classifier import build_classifier
+
+    model = build_classifier("lenet", 10, 1, 28, batch_norm=True, bottleneck_relu=False, head_weight_norm=True)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.bottleneck)
+    assert hasattr(model.head, "parametrizations")  # weight norm: direction and magnitude are separate parameters
+    import json
+
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"method": {"name": "source_only"}, "seed": 0}}))
+    cfg = {"method": {"name": "source_only", "label_smoothing": 0.1}, "seed": 0, "model": {}, "benchmark": {}, "trainer": {}}
+    with pytest.raises(ConfigError, match="different method"):
+        source_model_factory(cfg, tmp_path, "cmd", torch.device("cpu"))

@@ -64,14 +64,24 @@ def run_tta(method: Method, domains: Sequence[tuple[str, Tensor, Tensor]], proto
     return accuracies
 
 
-def fit_tta(method: Method, x: Tensor, epochs: int, batch_size: int = 64, seed: int = 0) -> None:
+def fit_tta(method: Method, x: Tensor, epochs: int, batch_size: int = 64, seed: int = 0,
+            lr_decay: bool = False) -> None:
     """Offline (source-free) adaptation as in the SHOT paper: several shuffled passes over the unlabelled
-    target training set. Score afterwards with ``evaluate_adapted``."""
+    target training set. ``lr_decay``: SHOT's schedule lr0 (1 + 10 p)^-0.75 over the run (p = progress).
+    Score afterwards with ``evaluate_adapted``."""
     gen = torch.Generator().manual_seed(seed)
+    optimizer = getattr(method, "optimizer", None)
+    base = [g["lr"] for g in optimizer.param_groups] if optimizer is not None else []
+    per_epoch = len(x) // batch_size
+    total, it = max(1, epochs * per_epoch), 0
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen).to(x.device)
         for start in range(0, len(x) - batch_size + 1, batch_size):  # drop the ragged last batch (BN stats)
+            if lr_decay and optimizer is not None:
+                for group, lr0 in zip(optimizer.param_groups, base):
+                    group["lr"] = lr0 * (1 + 10 * it / total) ** -0.75
             method.adapt(x[order[start:start + batch_size]])
+            it += 1
 
 
 @torch.no_grad()
@@ -97,10 +107,22 @@ def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.d
     from dacl.models.classifier import build_classifier
 
     run_dir = Path(run_dir)
-    if not (run_dir / "results.json").exists():
+    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    done = run_dir / "results.json"
+    if done.exists():  # reuse a finished source run only if it was trained with this very recipe
+        import json
+
+        saved = json.loads(done.read_text()).get("config", {})
+        runtime = {"threads", "progress", "device", "resume", "tensorboard"}  # cannot change the trained weights
+        same = lambda k: ({a: b for a, b in (saved.get(k) or {}).items() if a not in runtime} if k == "trainer" else saved.get(k)) \
+            == ({a: b for a, b in (plain.get(k) or {}).items() if a not in runtime} if k == "trainer" else plain.get(k))  # noqa: E731
+        differs = [k for k in ("method", "model", "benchmark", "trainer", "seed") if not same(k)]
+        if differs:
+            raise ConfigError(f"{run_dir} holds a source model trained with a different {', '.join(differs)} config; "
+                              "delete that folder (or pass another --source-run) to train the configured one")
+    else:
         print(f"training the source model into {run_dir} ...", flush=True)
         run_experiment(cfg, run_dir, command=command)
-    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
     bench = plain["benchmark"]
 
     def fresh() -> torch.nn.Module:
