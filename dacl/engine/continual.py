@@ -118,7 +118,7 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
     matrix = np.zeros((len(experiences), n))
     seen_images, train_seconds, per_task_seconds = 0, 0.0, []
     optimizer = None
-    ddp = distributed.wrap(method, dist) if dist.enabled else None
+    step_fn = distributed.wrap(method, dist) if dist.enabled else distributed.StepModule(method)  # DDP under torchrun
     seen: list[int] = []
     baseline = []  # accuracy of the untrained model on each task (b_j of GEM's forward transfer)
     for j, tj in enumerate(stream.tasks):
@@ -150,13 +150,7 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
         for step in range(steps):
             idx = batches.next_indices()
             state = StepState(step, steps, Batch(x[idx], y[idx], task_id=i))
-            if ddp is not None:
-                loss = ddp(state)  # the same step inside DDP: backward all-reduces the gradients
-            else:
-                method.training_step(state)
-                for h in method.hooks:
-                    h.before_backward(state)
-                loss = state.total_loss()
+            loss = step_fn(state)  # training_step + before_backward hooks -> total loss
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"non-finite loss at task {i} step {step} ({ {k: float(v) for k, v in state.losses.items()} }); lower the lr")
             optimizer.zero_grad(set_to_none=True)

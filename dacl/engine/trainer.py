@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dacl import distributed
 from dacl.benchmarks.domain_pair import DomainPair
 from dacl.data.stream import BatchStream
-from dacl import distributed
 from dacl.distributed import SINGLE, DistContext
 from dacl.engine.results import atomic_torch_save
 from dacl.errors import ConfigError, NonFiniteLossError
@@ -162,7 +162,8 @@ class Trainer:
         self.target_stream = BatchStream(len(data.target_train_x), tbs, seed * 1000 + 2, self.device,
                                          shard=dist.shard(tbs) if dist.enabled else None) if self.needs_target else None
         self.images_per_step = cfg.batch_size + (tbs if self.needs_target else 0)
-        self._ddp = distributed.wrap(method, dist) if dist.enabled else None
+        # training_step + before_backward hooks -> total loss; inside DDP under torchrun (backward all-reduces)
+        self._step_fn = distributed.wrap(method, dist) if dist.enabled else distributed.StepModule(method)
 
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -281,13 +282,7 @@ class Trainer:
             batch = Batch(xs[idx], ys[idx], xt[self.target_stream.next_indices()] if self.target_stream else None)
             state = StepState(step, cfg.max_steps, batch)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                if self._ddp is not None:
-                    loss = self._ddp(state)  # the same step inside DDP: backward all-reduces the gradients
-                else:
-                    method.training_step(state)
-                    for h in method.hooks:
-                        h.before_backward(state)
-                    loss = state.total_loss()
+                loss = self._step_fn(state)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip or self._grad_hooks:
