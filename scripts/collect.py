@@ -42,7 +42,8 @@ def main() -> None:
     hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}" for r in ok})
     ips = {}
     for r in ok:
-        ips.setdefault(r["method"], []).append(r["train_images_per_second"])
+        procs = r["hardware"].get("processes", 1) if isinstance(r.get("hardware"), dict) else 1
+        ips.setdefault(r["method"] + (f" ({procs} processes)" if procs > 1 else ""), []).append(r["train_images_per_second"])
     provenance = {
         "commits": ", ".join(commits), "hardware": "; ".join(hardware), "runs": len(ok), "failed runs": len(failed),
         "training throughput (img/s, mean over runs)": ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in sorted(ips.items())),

@@ -84,7 +84,7 @@ def main() -> None:
            "own source recipe and schedule, one piece at a time on the same seed: + lr decay 86-88 (30 epochs); + label "
            "smoothing 0.1 in the source 91-94 (unstable across epochs); + Linear-BN bottleneck without ReLU and a "
            "weight-normalised head 94.9-95.1 from epoch 3 to 15 (stable). The table below is that last recipe, now "
-           "the default of configs/experiment/tta_source_mnist.yaml, re-run end to end by the command below.",
+           "the default of configs/experiment/tta_source_mnist.yaml, re-run end to end by the command below (table above).",
            "", f"Command: `{command}`", f"Commit: {provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
     atomic_write_json(out.with_suffix(".json"), {"command": command, **provenance, "hardware": hardware(device),
