@@ -113,8 +113,3 @@ def wrap(method: nn.Module, ctx: DistContext) -> nn.Module:
         nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces BN children in place
     device_ids = [ctx.local_rank] if on_gpu else None
     return DDP(StepModule(method), device_ids=device_ids, find_unused_parameters=True)
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        dist.barrier()

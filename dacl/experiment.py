@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dacl.benchmarks.domain_pair import DomainPair
 from dacl import distributed
+from dacl.benchmarks.domain_pair import DomainPair
 from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
 from dacl.engine.trainer import FitResult, Trainer, TrainerConfig, resolve_device, seed_everything
 from dacl.methods.base import Method
@@ -26,15 +26,13 @@ from dacl.sweep import sample_hparams
 
 log = logging.getLogger(__name__)
 
-SELECTION_NOTE = ("'last': final step; 'source_val': step with the best held-out source accuracy (no target labels); "
-                  "'oracle': step with the best target test accuracy (uses target labels, reported only as an upper bound)")
-
-
 def selection_note(validators: Mapping[str, Any]) -> str:
     """What each selection column means, including any label-free validator the run scored checkpoints with."""
-    extra = [f"'{name}': step with the best '{name}' score ({(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else 'label-free'})"
+    extra = [f"'{name}': step with the best '{name}' score ({(fn.__doc__ or 'label-free').strip().splitlines()[0]})"
              for name, fn in validators.items() if name not in ("source_val", "oracle")]
-    return "; ".join([SELECTION_NOTE.rsplit("; 'oracle'", 1)[0], *extra, "'oracle'" + SELECTION_NOTE.rsplit("; 'oracle'", 1)[1]])
+    return "; ".join(["'last': final step",
+                      "'source_val': step with the best held-out source accuracy (no target labels)", *extra,
+                      "'oracle': step with the best target test accuracy (uses target labels, reported only as an upper bound)"])
 
 
 def _plain(cfg: Any) -> Any:

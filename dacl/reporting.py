@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dacl.engine.results import atomic_write_text
+from dacl.engine.trainer import RUNTIME_OPTIONS
 
 COLUMNS = ["benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "command",
            "n_failed"]
@@ -24,8 +25,7 @@ SELECTIONS = ("last", "source_val", "oracle")  # the fixed protocols; validator 
 # Overrides that cannot change a result (mirrors hydra.job.config.override_dirname.exclude_keys in configs/config.yaml,
 # which a test checks) plus those already in the row's own columns. Any other override separates configurations.
 NON_RESULT_KEYS = frozenset({"method", "benchmark", "seed", "tag", "experiment", "variant", "hparams_seed", "data_root",
-                             "download", "trainer.threads", "trainer.progress", "trainer.resume", "trainer.device",
-                             "trainer.tensorboard"})
+                             "download", *(f"trainer.{k}" for k in RUNTIME_OPTIONS)})
 
 
 def config_key(command: str | None) -> tuple[str, ...]:
@@ -43,14 +43,20 @@ def config_key(command: str | None) -> tuple[str, ...]:
     return tuple(sorted(keep))
 
 
+def processes(result: dict[str, Any]) -> int:
+    """How many torchrun processes trained the run (1 for plain runs and results written before DDP existed)."""
+    hw = result.get("hardware")
+    return int(hw.get("processes", 1)) if isinstance(hw, dict) else 1
+
+
 def _label(method: str, variant: Any, processes: Any = 1) -> str:
     label = f"{method} [{variant}]" if variant else method
     return f"{label} ({processes} processes)" if processes and int(processes) > 1 else label
 
 
-def _failed_record(run_dir: Path, info: dict[str, Any], error: str | None = None) -> dict[str, Any]:
+def _failed_record(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
     cfg = info.get("config") or {}
-    return {"run_dir": str(run_dir), "error": error or info.get("error", "unknown"), "command": info.get("command"),
+    return {"run_dir": str(run_dir), "error": info.get("error", "unknown"), "command": info.get("command"),
             "benchmark": (cfg.get("benchmark") or {}).get("name"), "method": (cfg.get("method") or {}).get("name"),
             "variant": cfg.get("variant") or (f"hp{cfg['hparams_seed']}" if cfg.get("hparams_seed") else None)}
 
@@ -72,7 +78,8 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[d
                     failed[f"{path}:{n}"] = {"run_dir": f"{path}:{n}", "error": f"unreadable line: {exc}"}
                     continue
                 key = rec.get("run_dir") or f"{path}:{n}"
-                ok.pop(key, None), failed.pop(key, None)
+                ok.pop(key, None)
+                failed.pop(key, None)
                 if rec.get("status") == "ok":
                     ok[key] = {**rec, "run_dir": key}
                 else:
@@ -127,8 +134,8 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
     selections = selections or selection_order(results)
     groups: dict[tuple[str, str, str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        procs = (r.get("hardware") or {}).get("processes", 1) if isinstance(r.get("hardware"), dict) else 1
-        groups[(r["benchmark"], r["task"], _label(r["method"], r.get("variant"), procs), config_key(r.get("command")))].append(r)
+        label = _label(r["method"], r.get("variant"), processes(r))
+        groups[(r["benchmark"], r["task"], label, config_key(r.get("command")))].append(r)
     configs_of: dict[tuple[str, str], set[tuple[str, ...]]] = defaultdict(set)
     for bench, _, label, key in groups:
         configs_of[(bench, label)].add(key)

@@ -6,7 +6,8 @@
 
 Each run folder needs results.json (its config rebuilds the benchmark and model) and model.pt (the final weights).
 The first run is the "before" panel (normally source_only). Writes <out>.md/.csv (method, target acc, proxy
-A-distance on bottleneck features of source test vs target test, ECE), <out>_tsne.png and <out>_reliability.png.
+A-distance on bottleneck features of source test vs target test, ECE, the run's training command and this
+script's command), <out>_tsne.png and <out>_reliability.png.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     device = resolve_device(args.device)
+    command = f"python scripts/analyze_runs.py {shlex.join(sys.argv[1:])}"
     rows, panels, curves = [], {}, {}
     for run_dir in args.runs:
         res, data, method = load_run(run_dir, args.data_root, device)
@@ -70,7 +72,8 @@ def main() -> None:
         name = res["method"] + (f" [{res['variant']}]" if res.get("variant") else "") + f" seed{res['seed']}"
         rows.append({"benchmark": res["benchmark"], "task": res["task"], "method": name,
                      "target_acc": 100 * accuracy(logits_t, yt), "proxy_a_distance": proxy_a_distance(fs, ft),
-                     "target_ece": 100 * expected_calibration_error(logits_t, yt), "run_dir": str(run_dir)})
+                     "target_ece": 100 * expected_calibration_error(logits_t, yt), "run_dir": str(run_dir),
+                     "run_command": res.get("command") or "", "command": command})
         panels[f"{name}: acc {rows[-1]['target_acc']:.1f}%, PAD {rows[-1]['proxy_a_distance']:.2f}"] = (fs.cpu(), ft.cpu(), yt.cpu())
         curves[name] = (logits_t.cpu(), yt.cpu())
         print(f"{name}: target acc {rows[-1]['target_acc']:.2f}  proxy A-distance {rows[-1]['proxy_a_distance']:.3f}  "
@@ -92,7 +95,8 @@ def main() -> None:
           "| method | target acc | PAD | ECE |", "|---|---|---|---|"]
     md += [f"| {r['method']} | {r['target_acc']:.2f} | {r['proxy_a_distance']:.3f} | {r['target_ece']:.2f} |" for r in rows]
     md += ["", f"![t-SNE]({out.name}_tsne.png)", "", f"![reliability]({out.name}_reliability.png)", "",
-           "## Provenance", "", f"- command: `python scripts/analyze_runs.py {shlex.join(sys.argv[1:])}`",
+           "## Provenance", "", f"- command: `{command}`",
+           *[f"- {r['method']} trained by: `{r['run_command']}`" for r in rows],
            f"- code: {commit.get('commit', '?')[:12]}{' (dirty)' if commit.get('dirty') else ''}; runs: "
            + ", ".join(f"`{r['run_dir']}`" for r in rows),
            f"- hardware: {hardware(device)}"]

@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dacl.reporting import aggregate, load_runs, write_tables  # noqa: E402
+from dacl.reporting import aggregate, load_runs, processes, write_tables  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}" for r in ok})
     ips = {}
     for r in ok:
-        procs = r["hardware"].get("processes", 1) if isinstance(r.get("hardware"), dict) else 1
+        procs = processes(r)
         ips.setdefault(r["method"] + (f" ({procs} processes)" if procs > 1 else ""), []).append(r["train_images_per_second"])
     provenance = {
         "commits": ", ".join(commits), "hardware": "; ".join(hardware), "runs": len(ok), "failed runs": len(failed),

@@ -241,19 +241,23 @@ def test_agem_projects_conflicting_gradients_onto_the_memory_half_space():
 
 def test_ewc_direct_gradient_equals_the_autograd_penalty_gradient():
     grads = {}
-    for mode in ("autograd", "direct"):
+    for mode in ("autograd", "direct", "task only"):
         torch.manual_seed(0)
-        method, ewc = _method_with("ewc", weight=7.0, gradient=mode)
+        method, ewc = _method_with("ewc", weight=7.0, gradient="direct" if mode == "task only" else mode)
         ewc.after_experience(Experience(0, data=_data()))
         with torch.no_grad():
             for p in method.model.parameters():
                 p.add_(0.1)
         state = StepState(0, 1, Batch(*_data(32, seed=3)))
         method.training_step(state)
-        ewc.before_backward(state)
+        if mode != "task only":
+            ewc.before_backward(state)
         method.zero_grad()
         state.total_loss().backward()
-        ewc.after_backward(state)
+        if mode != "task only":
+            ewc.after_backward(state)
+            assert state.losses["ewc"].item() == pytest.approx(ewc.penalty().item(), rel=1e-5)
+            assert state.losses["ewc"].item() > 1e-3  # parameters moved away from the anchor: a real penalty
         grads[mode] = [p.grad.clone() for p in method.model.parameters()]
-        assert state.losses["ewc"].item() == pytest.approx(ewc.penalty().item(), rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(grads["autograd"], grads["direct"]))
+    assert not all(torch.allclose(a, b) for a, b in zip(grads["direct"], grads["task only"])), "EWC added no gradient"

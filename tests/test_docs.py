@@ -48,3 +48,18 @@ def test_alignment_method_example_defines_a_working_discrepancy():
     shifted = DomainOutputs(torch.zeros(8, 2), torch.zeros(8, 2), f, f + 1.0)
     assert method.alignment_loss(same, None).item() == 0.0
     assert abs(method.alignment_loss(shifted, None).item() - 4.0) < 1e-5
+
+
+def test_every_paper_results_table_says_how_each_row_was_made():
+    """A number in paper_results/ must come with the command that produced it: every CSV has a command column,
+    filled on every row."""
+    import csv
+    from pathlib import Path
+
+    tables = sorted((Path(__file__).resolve().parents[1] / "paper_results").rglob("*.csv"))
+    assert tables
+    for path in tables:
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        assert rows and "command" in rows[0], f"{path} has no command column"
+        assert all(r["command"].strip() for r in rows), f"{path} has rows without a command"

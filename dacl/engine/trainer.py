@@ -69,6 +69,11 @@ class TrainerConfig:
         return cls(**cfg)
 
 
+# TrainerConfig fields that cannot change what a run learns or reports: two runs differing only in these are the
+# same configuration (the collector groups them, a TTA source run is reused across them).
+RUNTIME_OPTIONS = frozenset({"threads", "progress", "resume", "device", "tensorboard"})
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -112,11 +112,14 @@ def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.d
     if done.exists():  # reuse a finished source run only if it was trained with this very recipe
         import json
 
-        saved = json.loads(done.read_text()).get("config", {})
-        runtime = {"threads", "progress", "device", "resume", "tensorboard"}  # cannot change the trained weights
-        same = lambda k: ({a: b for a, b in (saved.get(k) or {}).items() if a not in runtime} if k == "trainer" else saved.get(k)) \
-            == ({a: b for a, b in (plain.get(k) or {}).items() if a not in runtime} if k == "trainer" else plain.get(k))  # noqa: E731
-        differs = [k for k in ("method", "model", "benchmark", "trainer", "seed") if not same(k)]
+        from dacl.engine.trainer import RUNTIME_OPTIONS
+
+        def recipe(cfg_dict: dict) -> dict:
+            trainer = {k: v for k, v in (cfg_dict.get("trainer") or {}).items() if k not in RUNTIME_OPTIONS}
+            return {k: cfg_dict.get(k) for k in ("method", "model", "benchmark", "seed")} | {"trainer": trainer}
+
+        saved, wanted = recipe(json.loads(done.read_text()).get("config", {})), recipe(plain)
+        differs = [k for k in wanted if saved[k] != wanted[k]]
         if differs:
             raise ConfigError(f"{run_dir} holds a source model trained with a different {', '.join(differs)} config; "
                               "delete that folder (or pass another --source-run) to train the configured one")
