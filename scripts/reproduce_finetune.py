@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""Fine-tuning baselines on digits (issue 6): backbones dacl pre-trains on MNIST, adapted to USPS / MNIST-M.
+
+    python scripts/reproduce_finetune.py --data-root ../shared/data                    # table + curve
+    python scripts/reproduce_finetune.py --data-root ../shared/data --tasks usps,mnistm --backbones cnn,vit
+
+1. Pre-train each backbone on MNIST (source_only, 0 target labels; runs/finetune/pretrain/<task>_<backbone>).
+2. Table (paper_results/finetune/digits.{md,csv}): every baseline x backbone on all target labels, per seed:
+   accuracy at the last step and at the best step on the target's *labelled* held-out validation split
+   (legitimate for supervised fine-tuning), trainable parameters, peak memory, time per step.
+3. Curve (paper_results/finetune/label_efficiency.{csv,png}): target accuracy vs number of labelled target
+   examples for from-scratch, linear probe, full fine-tuning and LoRA (CNN backbone, last step).
+Hyper-parameters are fixed below, before any result was seen; target test labels never choose anything.
+Every job is a `dacl run -m ...` subprocess (its command is printed beside its row); finished jobs are reused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit  # noqa: E402
+
+# Declared before running: AdamW + 50-step warm-up + cosine, batch 64; one LR per kind of update.
+COMMON = ["trainer.optimizer=adamw", "trainer.weight_decay=0.01", "trainer.schedule=cosine",
+          "+trainer.schedule_kwargs.warmup_steps=50", "trainer.progress=false"]
+LR = {"scratch": 1e-3, "full_finetune": 3e-4, "linear_probe": 3e-3, "lora": 3e-3, "adapters": 3e-3, "prefix": 3e-3}
+METHOD_ARGS = {"scratch": ["method=source_only"], "prefix": ["method=prefix", "method.num_virtual_tokens=8"]}
+TASKS = {  # target benchmark, MNIST pre-training benchmark, model overrides per backbone
+    "usps": {"bench": "usps_usps", "pretrain": "mnist_usps", "cnn": ["model=lenet"], "vit": ["model=vit_micro"]},
+    "mnistm": {"bench": "mnistm_mnistm", "pretrain": "mnist_mnistm", "cnn": ["model=cnn32"],
+               "vit": ["model=vit_micro", "model.patch_size=8"]},
+}
+METHODS = {"cnn": ["scratch", "linear_probe", "full_finetune", "lora"],
+           "vit": ["scratch", "linear_probe", "full_finetune", "lora", "adapters", "prefix"]}
+CURVE_METHODS = ["scratch", "linear_probe", "full_finetune", "lora"]
+RUNTIME = ("data_root=", "trainer.threads=", "hydra.")  # never change a result: ignored when reusing a job
+
+
+def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path) -> tuple[str, list[dict]]:
+    """Run one `dacl run -m` over seeds (unless its results already exist for the same arguments)."""
+    argv = [str(REPO / ".venv" / "bin" / "dacl"), "run", "-m", *args, "seed=" + ",".join(map(str, seeds)),
+            f"hydra.sweep.dir={out_dir}", "hydra.sweep.subdir=seed${seed}"]
+    command = "dacl run -m " + shlex.join(argv[3:])
+    key = [a for a in argv[3:] if not a.startswith(RUNTIME)]
+    marker = out_dir / "job.json"
+    done = marker.is_file() and json.loads(marker.read_text()).get("key") == key and all(
+        (out_dir / f"seed{s}" / "results.json").is_file() for s in seeds)
+    if not done:
+        print(f"$ {command}", flush=True)
+        with open(log, "a") as fh:
+            subprocess.run(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        atomic_write_json(marker, {"key": key, "command": command})
+    results = []
+    for s in seeds:
+        path = out_dir / f"seed{s}" / "results.json"
+        results.append(json.loads(path.read_text()) if path.is_file() else {"status": "failed", "seed": s})
+    return command, results
+
+
+def pretrain(task: str, backbone: str, a: argparse.Namespace, log: Path) -> Path:
+    spec = TASKS[task]
+    out = a.runs / "pretrain" / f"{task}_{backbone}"
+    args = [f"benchmark={spec['pretrain']}", *spec[backbone], "method=source_only", f"trainer.max_steps={a.pretrain_steps}",
+            "trainer.lr=1e-3", "trainer.eval_every=500", "trainer.batch_size=64", *COMMON, f"data_root={a.data_root}", f"trainer.threads={a.threads}"]
+    _, res = dacl_job(args, out, [0], log)
+    if res[0].get("status") != "ok":
+        sys.exit(f"pre-training {task}/{backbone} failed: see {out}/seed0/failed.json and {log}")
+    return out / "seed0" / "model.pt"
+
+
+def finetune(task: str, backbone: str, method: str, ckpt: Path, n: int | None, steps: int, a: argparse.Namespace,
+             log: Path) -> tuple[str, list[dict]]:
+    spec = TASKS[task]
+    args = [f"benchmark={spec['bench']}", *spec[backbone], *METHOD_ARGS.get(method, [f"method={method}"]),
+            f"trainer.max_steps={steps}", f"trainer.lr={LR[method]}", f"trainer.eval_every={max(50, steps // 4)}", *COMMON]
+    if method != "scratch":
+        args.append(f"method.checkpoint={ckpt}")
+    if n is not None:
+        args.append(f"benchmark.max_source_train={n}")
+    args.append(f"trainer.batch_size={min(64, n or 64)}")
+    args += [f"data_root={a.data_root}", f"trainer.threads={a.threads}"]
+    out = a.runs / task / backbone / method / (f"n{n}" if n is not None else "all")
+    return dacl_job(args, out, a.seeds, log)
+
+
+def summary(results: list[dict], selection: str) -> tuple[float, float, int]:
+    vals = [100 * r["metrics"]["target_test_acc"][selection] for r in results if r.get("status") == "ok"]
+    if not vals:
+        return float("nan"), float("nan"), 0
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument("--tasks", default="usps")
+    ap.add_argument("--backbones", default="cnn,vit")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=1000, help="fine-tuning steps on all labels")
+    ap.add_argument("--pretrain-steps", type=int, default=2000)
+    ap.add_argument("--curve-sizes", default="10,20,50,100,500,all")
+    ap.add_argument("--curve-steps", type=int, default=500)
+    ap.add_argument("--parts", default="table,curve")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", default=str(REPO / "runs" / "finetune"))
+    ap.add_argument("--out", default=str(REPO / "paper_results" / "finetune"))
+    a = ap.parse_args()
+    a.seeds, a.runs, out = [int(s) for s in a.seeds.split(",")], Path(a.runs), Path(a.out)
+    tasks, backbones, parts = a.tasks.split(","), a.backbones.split(","), a.parts.split(",")
+    unknown = [t for t in tasks if t not in TASKS] + [b for b in backbones if b not in METHODS]
+    if unknown:
+        sys.exit(f"unknown task/backbone {unknown}; tasks: {list(TASKS)}, backbones: {list(METHODS)}")
+    a.runs.mkdir(parents=True, exist_ok=True)
+    log = a.runs / "jobs.log"
+    script = "python scripts/reproduce_finetune.py " + shlex.join(sys.argv[1:])
+    started, provenance = time.time(), git_commit()
+
+    ckpts = {(t, b): pretrain(t, b, a, log) for t in tasks for b in backbones}
+    rows: list[dict] = []
+    if "table" in parts:
+        for t in tasks:
+            for b in backbones:
+                for m in METHODS[b]:
+                    command, res = finetune(t, b, m, ckpts[t, b], None, a.steps, a, log)
+                    ok = [r for r in res if r.get("status") == "ok"]
+                    first = ok[0] if ok else {}
+                    params = first.get("params", {}).get("model", {})
+                    mem = first.get("peak_memory_mb", {})
+                    for sel in ("last", "source_val"):
+                        mean, std, n = summary(res, sel)
+                        rows.append({"benchmark": f"mnist->{t}", "task": f"mnist->{t}", "method": f"{m} [{b}]",
+                                     "selection": sel, "metric": "target_acc", "mean": mean, "std": std, "n_seeds": n,
+                                     "paper_value": None, "command": command, "n_failed": len(res) - len(ok),
+                                     "trainable_params": params.get("trainable"), "total_params": params.get("total"),
+                                     "trainable_percent": 100 * params["trainable"] / params["total"] if params else None,
+                                     "time_per_step_ms": statistics.fmean(r["time_per_step_ms"] for r in ok) if ok else None,
+                                     "peak_memory_mb": mem.get("cuda_max_allocated", mem.get("host_peak_rss")),
+                                     "device": first.get("hardware", {}).get("device")})
+        write_table(rows, out / "digits", a, script, provenance)
+    if "curve" in parts:
+        curve = []
+        sizes = [None if s == "all" else int(s) for s in a.curve_sizes.split(",")]
+        for t in tasks:
+            for m in CURVE_METHODS:
+                for n in sizes:
+                    command, res = finetune(t, "cnn", m, ckpts[t, "cnn"], n, a.curve_steps if n else a.steps, a, log)
+                    mean, std, k = summary(res, "last")
+                    size = n or (res[0].get("data_sizes", {}).get("source_train") if res[0].get("status") == "ok" else None)
+                    curve.append({"task": f"mnist->{t}", "method": m, "n_labels": size, "all": n is None, "mean": mean,
+                                  "std": std, "n_seeds": k, "command": command})
+        write_curve(curve, out / "label_efficiency", script, provenance)
+    print(f"done in {time.time() - started:.0f} s")
+
+
+def _f(v, digits: int = 2) -> str:
+    return "" if v is None or v != v else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str, provenance: dict) -> None:
+    import csv
+    import io
+
+    cols = ["benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "command",
+            "n_failed", "trainable_params", "total_params", "trainable_percent", "time_per_step_ms", "peak_memory_mb", "device"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _f(r.get(k), 4 if k == "trainable_percent" else 2) for k in cols})
+    atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
+    md = ["# Fine-tuning baselines: MNIST-pretrained backbones adapted with all target labels", "",
+          "Target test accuracy (%), mean ± std over seeds. `last` = final step; `target_val` = step with the best "
+          "accuracy on a labelled 10% split of the target's training set (never the test set).", "",
+          "| task | method [backbone] | last | target_val | trainable | % of total | time/step (ms) | peak memory (MB) | seeds | failed |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    by_key = {(r["task"], r["method"], r["selection"]): r for r in rows}
+    for (task, method, sel), r in by_key.items():
+        if sel != "last":
+            continue
+        v = by_key[(task, method, "source_val")]
+        md.append(f"| {task} | {method} | {_f(r['mean'])} ± {_f(r['std'])} | {_f(v['mean'])} ± {_f(v['std'])} | "
+                  f"{_f(r['trainable_params'])} | {_f(r['trainable_percent'], 3)} | {_f(r['time_per_step_ms'], 1)} | "
+                  f"{_f(r['peak_memory_mb'], 0)} | {r['n_seeds']} | {r['n_failed'] or ''} |")
+    md += ["", "## Protocol", "",
+           f"- Pre-training: `source_only` on MNIST ({a.pretrain_steps} steps, AdamW lr 1e-3); target labels never seen. "
+           f"Fine-tuning: {a.steps} steps, batch 64, AdamW (wd 0.01), 50-step warm-up + cosine; learning rate by kind "
+           "of update, fixed before any run: " + ", ".join(f"{k} {v:g}" for k, v in LR.items()) + ".",
+           "- `scratch` = the same architecture randomly initialised and trained on the target labels only. "
+           "`prefix [vit]` = deep visual prompts (8 tokens per block); `lora` = peft LoRA rank 8 (ViT `qkv`; every Linear "
+           "of the CNN); `adapters` = Houlsby adapters (bottleneck 64) + LayerNorms. Trainable counts include the head.",
+           "- Time per step and peak memory are from the machine in the `device` column (CPU: peak resident set size of "
+           "the process, which includes the Python/torch runtime; GPU: CUDA allocator peak).",
+           "- Reference shape (LoRA paper, RoBERTa-base GLUE average): full FT 86.4 @125M, LoRA 87.2 @0.3M, "
+           "AdapterD 85.4 @0.9M, BitFit 85.2 @0.1M — parameter-efficient updates within ~1-2 points of full FT.", "",
+           "## Commands", "", f"- table: `{script}`"]
+    md += [f"- {r['method']} ({r['task']}): `{r['command']}`" for r in rows if r["selection"] == "last"]
+    md += ["", f"Commit: {provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(md))
+    print("\n".join(md[:len(rows) // 2 + 6]))
+
+
+def write_curve(curve: list[dict], out: Path, script: str, provenance: dict) -> None:
+    import csv
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["task", "method", "n_labels", "mean", "std", "n_seeds", "command"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in curve:
+        w.writerow({k: _f(r.get(k)) for k in cols})
+    atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
+    fig, axes = plt.subplots(1, len({r["task"] for r in curve}), figsize=(6, 4), squeeze=False)
+    for ax, task in zip(axes[0], dict.fromkeys(r["task"] for r in curve)):
+        for m in CURVE_METHODS:
+            pts = [r for r in curve if r["task"] == task and r["method"] == m and r["n_seeds"] and r["n_labels"]]
+            ax.errorbar([r["n_labels"] for r in pts], [r["mean"] for r in pts], yerr=[r["std"] for r in pts],
+                        marker="o", capsize=3, label=m)
+        ax.set(xscale="log", xlabel="labelled target examples", ylabel="target test accuracy (%) [last step]",
+               title=f"{task} (CNN pre-trained on MNIST)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.text(0.01, 0.005, f"{script} @ {str(provenance.get('commit'))[:10]}", fontsize=6)
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
