@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -45,10 +46,15 @@ CURVE_METHODS = ["scratch", "linear_probe", "full_finetune", "lora"]
 RUNTIME = ("data_root=", "trainer.threads=", "hydra.")  # never change a result: ignored when reusing a job
 
 
+def rel(path: Path) -> str:
+    """Paths in commands relative to the repository (jobs run there), so printed commands work in any clone."""
+    return os.path.relpath(path, REPO)
+
+
 def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path) -> tuple[str, list[dict]]:
     """Run one `dacl run -m` over seeds (unless its results already exist for the same arguments)."""
     argv = [str(REPO / ".venv" / "bin" / "dacl"), "run", "-m", *args, "seed=" + ",".join(map(str, seeds)),
-            f"hydra.sweep.dir={out_dir}", "hydra.sweep.subdir=seed${seed}"]
+            f"hydra.sweep.dir={rel(out_dir)}", "hydra.sweep.subdir=seed${seed}"]
     command = "dacl run -m " + shlex.join(argv[3:])
     key = [a for a in argv[3:] if not a.startswith(RUNTIME)]
     marker = out_dir / "job.json"
@@ -83,7 +89,7 @@ def finetune(task: str, backbone: str, method: str, ckpt: Path, n: int | None, s
     args = [f"benchmark={spec['bench']}", *spec[backbone], *METHOD_ARGS.get(method, [f"method={method}"]),
             f"trainer.max_steps={steps}", f"trainer.lr={LR[method]}", f"trainer.eval_every={max(50, steps // 4)}", *COMMON]
     if method != "scratch":
-        args.append(f"method.checkpoint={ckpt}")
+        args.append(f"method.checkpoint={rel(ckpt)}")
     if n is not None:
         args.append(f"benchmark.max_source_train={n}")
     args.append(f"trainer.batch_size={min(64, n or 64)}")
