@@ -276,7 +276,7 @@ class Trainer:
         method.train()
         if self.step == 0:
             for h in method.hooks:
-                h.before_experience(Experience(0, self.data.task))
+                h.before_experience(Experience(0, self.data.task, data=self.data.source_train))
 
         xs, ys = self.data.source_train
         xt = self.data.target_train_x
@@ -284,7 +284,7 @@ class Trainer:
         t0 = time.perf_counter()
         for step in range(self.step, end):
             idx = self.source_stream.next_indices()
-            batch = Batch(xs[idx], ys[idx], xt[self.target_stream.next_indices()] if self.target_stream else None)
+            batch = Batch(xs[idx], ys[idx], xt[self.target_stream.next_indices()] if self.target_stream else None, index=idx)
             state = StepState(step, cfg.max_steps, batch)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss = self._step_fn(state)
@@ -319,7 +319,7 @@ class Trainer:
             self.save_checkpoint()
         else:
             for h in method.hooks:
-                h.after_experience(Experience(0, self.data.task))
+                h.after_experience(Experience(0, self.data.task, data=self.data.source_train))
                 h.end_training()
             if cfg.save_model and self.dist.is_main:
                 atomic_torch_save(method.model.state_dict(), self.run_dir / "model.pt")

@@ -33,6 +33,7 @@ class Batch:
     y: Tensor
     x_target: Tensor | None = None  # unlabelled target inputs (DA only)
     task_id: int = 0
+    index: Tensor | None = None  # rows of the experience's ``data`` this batch holds (lets frozen features be cached)
 
 
 @dataclass
