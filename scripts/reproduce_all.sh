@@ -27,6 +27,7 @@ if [ "$QUICK" = 0 ]; then
   step "dacl vs Avalanche";            $PY scripts/compare_avalanche.py --data-root "$DATA_ROOT"
   step "throughput";                   $PY scripts/bench_throughput.py --data-root "$DATA_ROOT"
   step "validator study (M->U sweep)"; DATA_ROOT=$DATA_ROOT bash scripts/reproduce_validator_study.sh
+  step "fine-tuning baselines";        $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT"
   exit 0
 fi
 
@@ -66,7 +67,10 @@ if [ "$HAVE_DATA" = 1 ]; then
     --out "$OUT/tta_mnist_c" trainer.max_steps=100 trainer.eval_every=100
   $PY scripts/reproduce_tta_digits.py --data-root "$DATA_ROOT" --epochs 1 --source-run runs/quick/tta_source \
     --out "$OUT/tta_digits"
+  step "fine-tuning: 20-step pre-training and fine-tuning, one seed, curve at 10 labels and all"
+  $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --steps 20 --pretrain-steps 20 --curve-sizes 10,all \
+    --curve-steps 20 --seeds 0 --runs runs/quick/finetune --out "$OUT/finetune"
 else
-  echo "(Office-Caltech, TTA: skipped, $DATA_ROOT has no benchmark files)"
+  echo "(Office-Caltech, TTA, fine-tuning: skipped, $DATA_ROOT has no benchmark files)"
 fi
 echo; echo "quick reproduction finished: $OUT"
