@@ -33,15 +33,16 @@ from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit
 # Declared before running: AdamW + 50-step warm-up + cosine, batch 64; one LR per kind of update.
 COMMON = ["trainer.optimizer=adamw", "trainer.weight_decay=0.01", "trainer.schedule=cosine",
           "+trainer.schedule_kwargs.warmup_steps=50", "trainer.progress=false"]
-LR = {"scratch": 1e-3, "full_finetune": 3e-4, "linear_probe": 3e-3, "lora": 3e-3, "adapters": 3e-3, "prefix": 3e-3}
+LR = {"scratch": 1e-3, "full_finetune": 3e-4, "linear_probe": 3e-3, "lora": 3e-3, "adapters": 3e-3, "prefix": 3e-3,
+      "bitfit": 3e-3, "ia3": 3e-3}
 METHOD_ARGS = {"scratch": ["method=source_only"], "prefix": ["method=prefix", "method.num_virtual_tokens=8"]}
 TASKS = {  # target benchmark, MNIST pre-training benchmark, model overrides per backbone
     "usps": {"bench": "usps_usps", "pretrain": "mnist_usps", "cnn": ["model=lenet"], "vit": ["model=vit_micro"]},
     "mnistm": {"bench": "mnistm_mnistm", "pretrain": "mnist_mnistm", "cnn": ["model=cnn32"],
                "vit": ["model=vit_micro", "model.patch_size=8"]},
 }
-METHODS = {"cnn": ["scratch", "linear_probe", "full_finetune", "lora"],
-           "vit": ["scratch", "linear_probe", "full_finetune", "lora", "adapters", "prefix"]}
+METHODS = {"cnn": ["scratch", "linear_probe", "full_finetune", "lora", "bitfit", "ia3"],
+           "vit": ["scratch", "linear_probe", "full_finetune", "lora", "adapters", "prefix", "bitfit", "ia3"]}
 CURVE_METHODS = ["scratch", "linear_probe", "full_finetune", "lora"]
 RUNTIME = ("data_root=", "trainer.threads=", "hydra.")  # never change a result: ignored when reusing a job
 
@@ -202,7 +203,8 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
            "of update, fixed before any run: " + ", ".join(f"{k} {v:g}" for k, v in LR.items()) + ".",
            "- `scratch` = the same architecture randomly initialised and trained on the target labels only. "
            "`prefix [vit]` = deep visual prompts (8 tokens per block); `lora` = peft LoRA rank 8 (ViT `qkv`; every Linear "
-           "of the CNN); `adapters` = Houlsby adapters (bottleneck 64) + LayerNorms. Trainable counts include the head.",
+           "of the CNN); `adapters` = Houlsby adapters (bottleneck 64) + LayerNorms; `bitfit` = bias terms only; `ia3` = peft (IA)^3 "
+           "rescaling vectors (ViT: qkv output, fc2 input; CNN: every Linear's output). Trainable counts include the head.",
            "- Time per step and peak memory are from the machine in the `device` column (CPU: peak resident set size of "
            "the process, which includes the Python/torch runtime; GPU: CUDA allocator peak).",
            "- Reference shape (LoRA paper, RoBERTa-base GLUE average): full FT 86.4 @125M, LoRA 87.2 @0.3M, "
