@@ -68,7 +68,7 @@ if [ "$HAVE_DATA" = 1 ]; then
   $PY scripts/reproduce_tta_digits.py --data-root "$DATA_ROOT" --epochs 1 --source-run runs/quick/tta_source \
     --out "$OUT/tta_digits"
   step "fine-tuning: 20-step pre-training and fine-tuning, one seed, curve at 10 labels and all"
-  $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --steps 20 --pretrain-steps 20 --curve-sizes 10,all \
+  $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --steps 20 --vit-steps 20 --pretrain-steps 20 --curve-sizes 10,all \
     --curve-steps 20 --seeds 0 --runs runs/quick/finetune --out "$OUT/finetune"
 else
   echo "(Office-Caltech, TTA, fine-tuning: skipped, $DATA_ROOT has no benchmark files)"

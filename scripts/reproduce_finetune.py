@@ -112,7 +112,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="usps")
     ap.add_argument("--backbones", default="cnn,vit")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=1000, help="fine-tuning steps on all labels")
+    ap.add_argument("--steps", type=int, default=1000, help="CNN fine-tuning steps on all labels")
+    ap.add_argument("--vit-steps", type=int, default=400, help="ViT fine-tuning steps (~10x the CNN's cost per step)")
     ap.add_argument("--pretrain-steps", type=int, default=2000)
     ap.add_argument("--curve-sizes", default="10,20,50,100,500,all")
     ap.add_argument("--curve-steps", type=int, default=500)
@@ -137,7 +138,7 @@ def main() -> None:
         for t in tasks:
             for b in backbones:
                 for m in METHODS[b]:
-                    command, res = finetune(t, b, m, ckpts[t, b], None, a.steps, a, log)
+                    command, res = finetune(t, b, m, ckpts[t, b], None, a.vit_steps if b == "vit" else a.steps, a, log)
                     ok = [r for r in res if r.get("status") == "ok"]
                     first = ok[0] if ok else {}
                     params = first.get("params", {}).get("model", {})
@@ -199,7 +200,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
                   f"{_f(r['peak_memory_mb'], 0)} | {r['n_seeds']} | {r['n_failed'] or ''} |")
     md += ["", "## Protocol", "",
            f"- Pre-training: `source_only` on MNIST ({a.pretrain_steps} steps, AdamW lr 1e-3); target labels never seen. "
-           f"Fine-tuning: {a.steps} steps, batch 64, AdamW (wd 0.01), 50-step warm-up + cosine; learning rate by kind "
+           f"Fine-tuning: {a.steps} steps (CNN) / {a.vit_steps} (ViT), batch 64, AdamW (wd 0.01), 50-step warm-up + cosine; learning rate by kind "
            "of update, fixed before any run: " + ", ".join(f"{k} {v:g}" for k, v in LR.items()) + ".",
            "- `scratch` = the same architecture randomly initialised and trained on the target labels only. "
            "`prefix [vit]` = deep visual prompts (8 tokens per block); `lora` = peft LoRA rank 8 (ViT `qkv`; every Linear "
