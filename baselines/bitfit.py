@@ -6,7 +6,6 @@ since the features they normalise belong to the pre-trained network.
 """
 from __future__ import annotations
 
-from torch import nn
 
 from baselines.common import FineTuneMethod, load_features
 from dacl.errors import ConfigError
@@ -26,11 +25,3 @@ class BitFit(FineTuneMethod):
             p.requires_grad_(name.startswith("head.") or name.endswith(".bias"))
         if not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("head.")):
             raise ConfigError("bitfit: the backbone has no bias terms to train")
-
-    def train(self, mode: bool = True) -> "BitFit":
-        super().train(mode)
-        if mode and self.hparams["freeze_bn_stats"]:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self

@@ -12,7 +12,18 @@ from dacl.methods.base import Method, StepState
 
 
 class FineTuneMethod(Method):
-    """Supervised cross-entropy on the labelled batch; the baselines differ only in what they freeze or add."""
+    """Supervised cross-entropy on the labelled batch; the baselines differ only in what they freeze or add.
+
+    A baseline whose defaults set ``freeze_bn_stats`` keeps the pre-trained BatchNorm statistics of the
+    features (backbone + bottleneck) in training mode too: the frozen weights were fitted to them."""
+
+    def train(self, mode: bool = True) -> "FineTuneMethod":
+        super().train(mode)
+        if mode and self.hparams.get("freeze_bn_stats"):
+            for m in [*self.model.backbone.modules(), *self.model.bottleneck.modules()]:
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def training_step(self, state: StepState) -> None:
         logits = self.model(state.batch.x)

@@ -29,7 +29,7 @@ def ia3_targets(backbone: nn.Module) -> tuple[list[str] | None, list[str] | None
 class IA3(FineTuneMethod):
     """peft (IA)^3 rescaling vectors on a frozen backbone + trainable head (baselines package, via entry point)."""
 
-    defaults = {"checkpoint": None}
+    defaults = {"checkpoint": None, "freeze_bn_stats": True}
 
     def setup(self, model, num_classes: int) -> None:
         from peft import IA3Config, get_peft_model
@@ -51,11 +51,3 @@ class IA3(FineTuneMethod):
             model.bottleneck = get_peft_model(model.bottleneck, IA3Config(target_modules=bottleneck, feedforward_modules=[]))
         model.head.requires_grad_(True)
         self.target_modules = modules or "peft default"
-
-    def train(self, mode: bool = True) -> "IA3":
-        super().train(mode)
-        if mode:  # frozen features keep their BatchNorm statistics
-            for m in [*self.model.backbone.modules(), *self.model.bottleneck.modules()]:
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self

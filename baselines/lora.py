@@ -59,11 +59,3 @@ class LoRA(FineTuneMethod):
             module = getattr(self.model, part)
             if hasattr(module, "merge_and_unload"):
                 setattr(self.model, part, module.merge_and_unload())
-
-    def train(self, mode: bool = True) -> "LoRA":
-        super().train(mode)
-        if mode and self.hparams["freeze_bn_stats"]:  # frozen features keep their BatchNorm statistics
-            for m in [*self.model.backbone.modules(), *self.model.bottleneck.modules()]:
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self

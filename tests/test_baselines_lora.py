@@ -89,3 +89,18 @@ def test_a_cnn_bottleneck_gets_lora_not_full_training_and_merges_exactly():
         merged = method.model(x)
     assert not any("lora" in n for n, _ in method.model.named_parameters())
     assert torch.allclose(unmerged, merged, atol=1e-4), (unmerged - merged).abs().max()
+
+
+@pytest.mark.parametrize("name", ["lora", "bitfit", "ia3"])
+def test_peft_baselines_keep_the_pretrained_batchnorm_statistics(name):
+    torch.manual_seed(0)
+    model = build_classifier("lenet", 10, 1, 28, bottleneck_dim=16, batch_norm=True)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    assert stats, "the model under test must have BatchNorm layers"
+    method = METHODS.build(name)
+    method.setup(model, 10)
+    method.train()
+    model(torch.randn(8, 1, 28, 28) * 3 + 1)  # a shifted batch would move any running statistic left in train mode
+    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in model.state_dict().items()
+             if "running_" in k}
+    assert after.keys() == stats.keys() and all(torch.equal(after[k], v) for k, v in stats.items())
