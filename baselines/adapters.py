@@ -13,7 +13,7 @@ import re
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.common import FineTuneMethod, load_features
+from baselines.common import FineTuneMethod
 from dacl.errors import ConfigError
 from dacl.registry import METHODS
 
@@ -72,7 +72,6 @@ class Adapters(FineTuneMethod):
 
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
-        load_features(model, self.hparams["checkpoint"], "adapters")
         model.requires_grad_(False)
         self.sites = insert_adapters(model.backbone, int(self.hparams["bottleneck"]))
         for m in model.backbone.modules():

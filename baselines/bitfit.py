@@ -7,7 +7,7 @@ since the features they normalise belong to the pre-trained network.
 from __future__ import annotations
 
 
-from baselines.common import FineTuneMethod, load_features
+from baselines.common import FineTuneMethod
 from dacl.errors import ConfigError
 from dacl.registry import METHODS
 
@@ -20,7 +20,6 @@ class BitFit(FineTuneMethod):
 
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
-        load_features(model, self.hparams["checkpoint"], "bitfit")
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("head.") or name.endswith(".bias"))
         if not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("head.")):

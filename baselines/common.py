@@ -1,4 +1,4 @@
-"""Shared by the fine-tuning baselines: loading pre-trained features and reporting what trains."""
+"""Shared by the fine-tuning baselines: the supervised step, loading pre-trained features, BatchNorm freezing."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +16,11 @@ class FineTuneMethod(Method):
 
     A baseline whose defaults set ``freeze_bn_stats`` keeps the pre-trained BatchNorm statistics of the
     features (backbone + bottleneck) in training mode too: the frozen weights were fitted to them."""
+
+    def setup(self, model: nn.Module, num_classes: int) -> None:
+        """Every baseline with a ``checkpoint`` option starts from that run's features (head re-initialised)."""
+        super().setup(model, num_classes)
+        load_features(model, self.hparams.get("checkpoint"), self.registry_name)
 
     def train(self, mode: bool = True) -> "FineTuneMethod":
         super().train(mode)
@@ -46,7 +51,6 @@ def load_features(model: nn.Module, checkpoint: str | None, method: str) -> None
                         f"{unexpected[:3]}): build the same model= config the checkpoint was trained with")
 
 
-def trainable_report(model: nn.Module) -> dict[str, float]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return {"trainable": trainable, "total": total, "trainable_percent": 100.0 * trainable / max(1, total)}
+def linear_names(module: nn.Module) -> list[str]:
+    """Names of every Linear inside ``module`` (peft target names for CNN/MLP backbones and bottlenecks)."""
+    return [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]

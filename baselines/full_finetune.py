@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from baselines.common import FineTuneMethod, load_features
+from baselines.common import FineTuneMethod
 from dacl.errors import ConfigError
 from dacl.methods.base import StepState
 from dacl.registry import METHODS
@@ -51,7 +51,6 @@ class FullFineTune(FineTuneMethod):
         super().setup(model, num_classes)
         if self.hparams["bn"] not in BN_MODES:
             raise ConfigError(f"full_finetune bn='{self.hparams['bn']}' unknown; choose one of {', '.join(BN_MODES)}")
-        load_features(model, self.hparams["checkpoint"], "full_finetune")
         self.groups = layer_groups(model)
         self._unfrozen = None
         if self.hparams["unfreeze_every"]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from baselines.common import FineTuneMethod, load_features
+from baselines.common import FineTuneMethod, linear_names
 from baselines.lora import auto_target_modules
 from dacl.registry import METHODS
 
 
 def ia3_targets(backbone: nn.Module) -> tuple[list[str] | None, list[str] | None]:
     """(target_modules, feedforward_modules) for peft's IA3Config; (None, None) lets peft choose for HF models."""
-    names = [n for n, _ in backbone.named_modules()]
     if hasattr(backbone, "config"):
         return None, None
+    names = [n for n, _ in backbone.named_modules()]
     if any(n.endswith(".qkv") for n in names) and any(n.endswith("mlp.fc2") for n in names):
         return ["qkv", "fc2"], ["fc2"]
     return auto_target_modules(backbone), []
@@ -35,7 +35,6 @@ class IA3(FineTuneMethod):
         from peft import IA3Config, get_peft_model
 
         super().setup(model, num_classes)
-        load_features(model, self.hparams["checkpoint"], "ia3")
         model.requires_grad_(False)
         hf_model = getattr(model.backbone, "model", None)
         host = "model" if hf_model is not None and hasattr(hf_model, "config") else None
@@ -46,7 +45,7 @@ class IA3(FineTuneMethod):
             model.backbone.model = adapted
         else:
             model.backbone = adapted
-        bottleneck = [n for n, m in model.bottleneck.named_modules() if isinstance(m, nn.Linear)]
+        bottleneck = linear_names(model.bottleneck)
         if bottleneck:
             model.bottleneck = get_peft_model(model.bottleneck, IA3Config(target_modules=bottleneck, feedforward_modules=[]))
         model.head.requires_grad_(True)

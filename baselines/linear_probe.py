@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from baselines.common import FineTuneMethod, load_features
+from baselines.common import FineTuneMethod
 from dacl.methods.base import Experience, StepState
 from dacl.registry import METHODS
 
@@ -27,7 +27,6 @@ class LinearProbe(FineTuneMethod):
 
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
-        load_features(model, self.hparams["checkpoint"], "linear_probe")
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("head."))
         self._cache: Tensor | None = None

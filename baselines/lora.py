@@ -3,14 +3,14 @@
 ``target_modules: auto`` picks per backbone what the LoRA paper and peft use: a timm ViT's fused ``qkv``
 projection, a BERT's ``query``/``value``, otherwise every Linear of the backbone (the digits CNNs' and MLPs'
 fully connected layers). A Linear bottleneck between backbone and head (the digits CNNs' 256-d one) is part
-of the pre-trained features: it gets LoRA on its Linear too instead of training in full. ``merge()`` folds B A into the base weights for inference (peft ``merge_and_unload``):
-same outputs, no extra latency.
+of the pre-trained features: it gets LoRA on its Linear too instead of training in full. ``merge()`` folds B A
+into the base weights for inference (peft ``merge_and_unload``): same outputs, no extra latency.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from baselines.common import FineTuneMethod, load_features
+from baselines.common import FineTuneMethod, linear_names
 from dacl.errors import ConfigError
 from dacl.registry import METHODS
 
@@ -21,7 +21,7 @@ def auto_target_modules(backbone: nn.Module) -> list[str]:
         return ["qkv"]
     if any(n.endswith(".query") for n in names) and any(n.endswith(".value") for n in names):
         return ["query", "value"]
-    linears = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
+    linears = linear_names(backbone)
     if not linears:
         raise ConfigError("lora: the backbone has no Linear layer to adapt; set method.target_modules explicitly")
     return linears
@@ -38,14 +38,13 @@ class LoRA(FineTuneMethod):
         from peft import LoraConfig, get_peft_model
 
         super().setup(model, num_classes)
-        load_features(model, self.hparams["checkpoint"], "lora")
         targets = self.hparams["target_modules"]
         targets = auto_target_modules(model.backbone) if targets == "auto" else list(targets)
         model.requires_grad_(False)
         config = LoraConfig(r=int(self.hparams["rank"]), lora_alpha=float(self.hparams["alpha"]),
                             lora_dropout=float(self.hparams["dropout"]), target_modules=targets)
         model.backbone = get_peft_model(model.backbone, config)  # marks only the LoRA factors trainable
-        bottleneck = [n for n, m in model.bottleneck.named_modules() if isinstance(m, nn.Linear)]
+        bottleneck = linear_names(model.bottleneck)
         if bottleneck:
             model.bottleneck = get_peft_model(model.bottleneck, LoraConfig(
                 r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=bottleneck))

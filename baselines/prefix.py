@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from baselines.common import FineTuneMethod, load_features
+from baselines.common import FineTuneMethod
 from dacl.errors import ConfigError
 from dacl.registry import METHODS
 
@@ -61,7 +61,6 @@ class PrefixTuning(FineTuneMethod):
         if hf_model is not None and hasattr(hf_model, "config"):
             self._setup_text(model, hf_model)
         else:
-            load_features(model, self.hparams["checkpoint"], "prefix")
             model.requires_grad_(False)
             if self.hparams["projection"]:
                 raise ConfigError("prefix: projection=true is peft's text re-parameterisation; ViT prompts are direct")
@@ -73,8 +72,6 @@ class PrefixTuning(FineTuneMethod):
     def _setup_text(self, model, hf_model) -> None:
         from peft import PrefixTuningConfig, TaskType, get_peft_model
 
-        if self.hparams["checkpoint"]:
-            raise ConfigError("prefix: method.checkpoint is for ViT backbones; text models load model.name_or_path")
         model.requires_grad_(False)
         config = PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION,
                                     num_virtual_tokens=int(self.hparams["num_virtual_tokens"]),

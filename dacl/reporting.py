@@ -182,12 +182,13 @@ def _fmt(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> str:
+    """The paper-table CSV: ``columns`` (the standard ones, or a superset a script adds), floats to 2 decimals."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
+        w.writerow({k: _fmt(r.get(k)) for k in columns})
     return buf.getvalue()
 
 

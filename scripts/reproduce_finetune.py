@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit  # noqa: E402
+from dacl.reporting import COLUMNS, to_csv  # noqa: E402
 
 # Declared before running: AdamW + 50-step warm-up + cosine, batch 64; one LR per kind of update.
 COMMON = ["trainer.optimizer=adamw", "trainer.weight_decay=0.01", "trainer.schedule=cosine",
@@ -174,17 +175,8 @@ def _f(v, digits: int = 2) -> str:
 
 
 def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str, provenance: dict) -> None:
-    import csv
-    import io
-
-    cols = ["benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "command",
-            "n_failed", "trainable_params", "total_params", "trainable_percent", "time_per_step_ms", "peak_memory_mb", "device"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _f(r.get(k), 4 if k == "trainable_percent" else 2) for k in cols})
-    atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
+    extra = ["trainable_params", "total_params", "trainable_percent", "time_per_step_ms", "peak_memory_mb", "device"]
+    atomic_write_text(out.with_suffix(".csv"), to_csv(rows, COLUMNS + extra))
     md = ["# Fine-tuning baselines: MNIST-pretrained backbones adapted with all target labels", "",
           "Target test accuracy (%), mean ± std over seeds. `last` = final step; `target_val` = step with the best "
           "accuracy on a labelled 10% split of the target's training set (never the test set).", "",
@@ -219,20 +211,11 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
 
 
 def write_curve(curve: list[dict], out: Path, script: str, provenance: dict) -> None:
-    import csv
-    import io
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["task", "method", "n_labels", "mean", "std", "n_seeds", "command"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in curve:
-        w.writerow({k: _f(r.get(k)) for k in cols})
-    atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
+    atomic_write_text(out.with_suffix(".csv"), to_csv(curve, ["task", "method", "n_labels", "mean", "std", "n_seeds", "command"]))
     fig, axes = plt.subplots(1, len({r["task"] for r in curve}), figsize=(6, 4), squeeze=False)
     for ax, task in zip(axes[0], dict.fromkeys(r["task"] for r in curve)):
         for m in CURVE_METHODS:

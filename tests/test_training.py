@@ -137,12 +137,13 @@ def test_linear_probe_trains_only_the_head(tiny_config, synthetic_pair, tmp_path
 
 def test_linear_probe_feature_cache_trains_the_same_head_without_forward_passes(tiny_config, synthetic_pair, tmp_path):
     run_experiment(tiny_config("method=source_only"), tmp_path / "src")
-    heads, forwards = {}, {}
+    heads, forwards, initial = {}, {}, {}
     for cache in (True, False):
         cfg = OmegaConf.to_container(tiny_config("method=linear_probe", f"method.checkpoint={tmp_path / 'src' / 'model.pt'}",
                                                  f"method.cache_features={cache}"), resolve=True)
         seed_everything(0)
         method = build_method(cfg, synthetic_pair)
+        initial[cache] = method.model.head.weight.detach().clone()
         calls = []
         method.model.backbone.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
         Trainer(method, synthetic_pair, TrainerConfig.from_dict({**cfg["trainer"], "max_steps": 6, "save_model": False,
@@ -150,7 +151,8 @@ def test_linear_probe_feature_cache_trains_the_same_head_without_forward_passes(
         heads[cache] = method.model.head.weight.detach().clone()
         forwards[cache] = sum(calls)
     assert torch.allclose(heads[True], heads[False], atol=1e-5), (heads[True] - heads[False]).abs().max()
-    assert not torch.equal(heads[True], torch.zeros_like(heads[True]))
+    assert torch.equal(initial[True], initial[False])
+    assert not torch.allclose(heads[True], initial[True]), "the cached probe must actually train its head"
     n = len(synthetic_pair.source_train[1])
     batch = tiny_config()["trainer"]["batch_size"]
     # cached: one pass over the training set (+ evaluation); uncached: 6 more training batches through the backbone
