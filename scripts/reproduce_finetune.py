@@ -45,6 +45,7 @@ TASKS = {  # target benchmark, MNIST pre-training benchmark, model overrides per
 METHODS = {"cnn": ["scratch", "linear_probe", "full_finetune", "lora", "bitfit", "ia3"],
            "vit": ["scratch", "linear_probe", "full_finetune", "lora", "adapters", "prefix", "bitfit", "ia3"]}
 CURVE_METHODS = ["scratch", "linear_probe", "full_finetune", "lora"]
+TRAINED_AT: set[str] = set()  # commits the runs behind the tables were trained at (reused jobs keep theirs)
 RUNTIME = ("data_root=", "trainer.threads=", "hydra.")  # never change a result: ignored when reusing a job
 
 
@@ -71,6 +72,7 @@ def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path) -> tup
     for s in seeds:
         path = out_dir / f"seed{s}" / "results.json"
         results.append(json.loads(path.read_text()) if path.is_file() else {"status": "failed", "seed": s})
+    TRAINED_AT.update(f"{r['commit'][:12]}{' (dirty)' if r.get('dirty') else ''}" for r in results if r.get("commit"))
     return command, results
 
 
@@ -205,7 +207,8 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
            "AdapterD 85.4 @0.9M, BitFit 85.2 @0.1M — parameter-efficient updates within ~1-2 points of full FT.", "",
            "## Commands", "", f"- table: `{script}`"]
     md += [f"- {r['method']} ({r['task']}): `{r['command']}`" for r in rows if r["selection"] == "last"]
-    md += ["", f"Commit: {provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
+    md += ["", f"Runs trained at commit(s): {', '.join(sorted(TRAINED_AT))}; table written at "
+           f"{provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
     print("\n".join(md[:md.index("## Protocol")]))
 
@@ -226,7 +229,8 @@ def write_curve(curve: list[dict], out: Path, script: str, provenance: dict) -> 
                title=f"{task} (CNN pre-trained on MNIST)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.text(0.01, 0.005, f"{script} @ {str(provenance.get('commit'))[:10]}", fontsize=6)
+    fig.text(0.01, 0.005, f"{script} @ {str(provenance.get('commit'))[:10]}; runs trained at {', '.join(sorted(TRAINED_AT))}",
+             fontsize=6)
     fig.tight_layout()
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
