@@ -22,7 +22,7 @@ if [ "$QUICK" = 0 ]; then
   step "digits DA (issue 3)";          DATA_ROOT=$DATA_ROOT bash scripts/reproduce_digits.sh
   step "Office-Caltech SURF";          $PY scripts/reproduce_office_caltech_surf.py --data-root "$DATA_ROOT"
   step "TTA corruptions";              $PY scripts/reproduce_tta_corruptions.py --data-root "$DATA_ROOT"
-  step "TTA digit shifts";             $PY scripts/reproduce_tta_digits.py --data-root "$DATA_ROOT"
+  step "TTA digit shifts";             $PY scripts/reproduce_tta_digits.py --data-root "$DATA_ROOT" --tasks usps,mnistm --seeds 0,1,2
   step "continual Split MNIST";        $PY scripts/reproduce_continual.py --data-root "$DATA_ROOT" --streams split_mnist
   step "dacl vs Avalanche";            $PY scripts/compare_avalanche.py --data-root "$DATA_ROOT"
   step "throughput";                   $PY scripts/bench_throughput.py --data-root "$DATA_ROOT"
@@ -65,8 +65,8 @@ if [ "$HAVE_DATA" = 1 ]; then
   step "TTA: 100-step source model, 500 corrupted test images, 1 epoch on USPS"
   $PY scripts/reproduce_tta_corruptions.py --data-root "$DATA_ROOT" --n-test 500 --source-run runs/quick/tta_source \
     --out "$OUT/tta_mnist_c" trainer.max_steps=100 trainer.eval_every=100
-  $PY scripts/reproduce_tta_digits.py --data-root "$DATA_ROOT" --epochs 1 --source-run runs/quick/tta_source \
-    --out "$OUT/tta_digits"
+  $PY scripts/reproduce_tta_digits.py --data-root "$DATA_ROOT" --tasks usps --epochs 1 --runs runs/quick --out "$OUT/tta" \
+    trainer.max_steps=100 trainer.eval_every=100
   step "fine-tuning: 20-step pre-training and fine-tuning, one seed, curve at 10 labels and all"
   $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --steps 20 --vit-steps 20 --pretrain-steps 20 --curve-sizes 10,all \
     --curve-steps 20 --seeds 0 --runs runs/quick/finetune --out "$OUT/finetune"

@@ -164,3 +164,20 @@ def test_shot_source_architecture_and_stale_source_runs(tmp_path):
     cfg = {"method": {"name": "source_only", "label_smoothing": 0.1}, "seed": 0, "model": {}, "benchmark": {}, "trainer": {}}
     with pytest.raises(ConfigError, match="different method"):
         source_model_factory(cfg, tmp_path, "cmd", torch.device("cpu"))
+
+
+def test_source_run_reuse_ignores_validators_but_not_training_options(tmp_path):
+    """A source run scored with extra validators holds the same weights (model.pt is the last step), so TTA may
+    reuse it; a run trained with another lr may not."""
+    import json
+
+    from dacl.engine.tta import source_model_factory
+
+    base = {"method": {"name": "source_only"}, "seed": 0, "model": {"backbone": "lenet", "batch_norm": True},
+            "benchmark": {"channels": 1, "image_size": 28}}
+    saved = base | {"trainer": {"lr": 0.01, "validators": ["source_val", "entropy", "snd"], "threads": 1}}
+    (tmp_path / "results.json").write_text(json.dumps({"config": saved}))
+    fresh = source_model_factory(base | {"trainer": {"lr": 0.01, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"))
+    assert callable(fresh)  # builds lazily; model.pt is read only when a copy is made
+    with pytest.raises(ConfigError, match="different trainer"):
+        source_model_factory(base | {"trainer": {"lr": 0.1, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"))

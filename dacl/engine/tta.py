@@ -115,7 +115,9 @@ def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.d
         from dacl.engine.trainer import RUNTIME_OPTIONS
 
         def recipe(cfg_dict: dict) -> dict:
-            trainer = {k: v for k, v in (cfg_dict.get("trainer") or {}).items() if k not in RUNTIME_OPTIONS}
+            # validators only score checkpoints; model.pt is the last step's weights whatever they were
+            ignored = RUNTIME_OPTIONS | {"validators"}
+            trainer = {k: v for k, v in (cfg_dict.get("trainer") or {}).items() if k not in ignored}
             return {k: cfg_dict.get(k) for k in ("method", "model", "benchmark", "seed")} | {"trainer": trainer}
 
         saved, wanted = recipe(json.loads(done.read_text()).get("config", {})), recipe(plain)
