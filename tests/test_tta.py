@@ -177,7 +177,13 @@ def test_source_run_reuse_ignores_validators_but_not_training_options(tmp_path):
             "benchmark": {"channels": 1, "image_size": 28}}
     saved = base | {"trainer": {"lr": 0.01, "validators": ["source_val", "entropy", "snd"], "threads": 1}}
     (tmp_path / "results.json").write_text(json.dumps({"config": saved}))
+    from dacl.models.classifier import build_classifier
+
+    torch.manual_seed(0)
+    trained = build_classifier(num_classes=10, in_channels=1, image_size=28, **base["model"])
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
     fresh = source_model_factory(base | {"trainer": {"lr": 0.01, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"))
-    assert callable(fresh)  # builds lazily; model.pt is read only when a copy is made
+    copy = fresh()  # the reused run's weights, not a newly initialised model
+    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), trained.state_dict().values()))
     with pytest.raises(ConfigError, match="different trainer"):
         source_model_factory(base | {"trainer": {"lr": 0.1, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"))

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from dacl.errors import ConfigError, DataError
 from dacl.methods.base import Method
+from dacl.metrics import accuracy, predict_in_batches
 from dacl.registry import METHODS
 
 PROTOCOLS = ("episodic_batch", "episodic_domain", "continual")
@@ -91,11 +92,10 @@ def evaluate_adapted(method: Method, x: Tensor, y: Tensor, batch_size: int = 102
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum()) for i in range(0, len(x), batch_size))
+        return accuracy(predict_in_batches(model, x, batch_size), y)
     finally:
         for m, mode in modes.items():
             m.training = mode
-    return correct / len(x)
 
 
 def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.device):
