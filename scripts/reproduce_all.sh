@@ -28,6 +28,7 @@ if [ "$QUICK" = 0 ]; then
   step "throughput";                   $PY scripts/bench_throughput.py --data-root "$DATA_ROOT"
   step "validator study (M->U sweep)"; DATA_ROOT=$DATA_ROOT bash scripts/reproduce_validator_study.sh
   step "fine-tuning baselines";        $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT"
+  step "fine-tuning baselines, text";  $PY scripts/reproduce_finetune_text.py --data-root "$DATA_ROOT"
   exit 0
 fi
 
@@ -70,6 +71,11 @@ if [ "$HAVE_DATA" = 1 ]; then
   step "fine-tuning: 20-step pre-training and fine-tuning, one seed, curve at 10 labels and all"
   $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --steps 20 --vit-steps 20 --pretrain-steps 20 --curve-sizes 10,all \
     --curve-steps 20 --seeds 0 --runs runs/quick/finetune --out "$OUT/finetune"
+  if [ -f "$DATA_ROOT/blitzer_sorted_data_acl_labeled.tar.xz" ]; then
+    step "fine-tuning on text: LoRA on MiniLM, books->kitchen, 4 steps"
+    $PY scripts/reproduce_finetune_text.py --data-root "$DATA_ROOT" --pairs books:kitchen --methods lora --steps 4 --seeds 0 \
+      --runs runs/quick/finetune_text --out "$OUT/finetune/text"
+  fi
 else
   echo "(Office-Caltech, TTA, fine-tuning: skipped, $DATA_ROOT has no benchmark files)"
 fi

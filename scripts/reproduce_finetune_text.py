@@ -102,7 +102,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
     by_key = {(r["task"], r["method"], r["selection"]): r for r in rows}
     tasks, methods = list(dict.fromkeys(r["task"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
     md = ["# Fine-tuning baselines on text: MiniLM-L6 on Blitzer reviews (in-domain and cross-domain)", "",
-          "Test accuracy (%), mean ± std over seeds, at the step chosen by `source_val` (best accuracy on the labelled "
+          "Test accuracy (%), mean ± std over seeds (no ± with one seed), at the step chosen by `source_val` (best accuracy on the labelled "
           "validation split of the training domain; `last` in the CSV). Cross-domain columns never see the target "
           "domain.", "",
           "| method | " + " | ".join(tasks) + " | avg in-domain | avg cross-domain | trainable | % of total | "
@@ -111,7 +111,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
         cells = [by_key[(t, m, "source_val")] for t in tasks]
         avg = lambda keep: statistics.fmean(c["mean"] for c in cells if keep(c["task"]))  # noqa: E731
         first = cells[0]
-        md.append(f"| {m} | " + " | ".join(f"{f(c['mean'])} ± {f(c['std'])}" for c in cells) +
+        md.append(f"| {m} | " + " | ".join(f(c["mean"]) + (f" ± {f(c['std'])}" if c["n_seeds"] > 1 else "") for c in cells) +
                   f" | {f(avg(lambda t: 'in-domain' in t))} | {f(avg(lambda t: '->' in t))} | "
                   f"{f(first['trainable_params'])} | {f(first['trainable_percent'], 3)} | "
                   f"{f(statistics.fmean(c['time_per_step_ms'] or 0 for c in cells), 0)} | "
@@ -126,7 +126,8 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
            "- `lora` = peft LoRA rank 8 on query/value; `qlora` = the same on an NF4 (double-quantised) base via "
            "bitsandbytes, head kept in full precision; `adapters` = Houlsby adapters (bottleneck 64) + LayerNorms; "
            "`prefix` = peft prefix tuning (20 virtual tokens); `bitfit` = bias terms only; `linear_probe` = head on "
-           "cached frozen features. Trainable counts include the head.",
+           "cached frozen features. Trainable counts include the head; qlora's total counts each 4-bit weight matrix as "
+           "bitsandbytes stores it (two weights per packed element), so its % is of a smaller total.",
            "- Time per step and peak memory are from the machine in the CSV's `device` column (CPU: peak resident set "
            "size of the process; GPU: CUDA allocator peak).",
            "- Reference shape (LoRA paper, RoBERTa-base GLUE average): full FT 86.4 @125M, LoRA 87.2 @0.3M, AdapterD "
