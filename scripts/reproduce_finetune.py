@@ -102,11 +102,25 @@ def finetune(task: str, backbone: str, method: str, ckpt: Path, n: int | None, s
     return dacl_job(args, out, a.seeds, log)
 
 
-def summary(results: list[dict], selection: str) -> tuple[float, float, int]:
-    vals = [100 * r["metrics"]["target_test_acc"][selection] for r in results if r.get("status") == "ok"]
+def summary(results: list[dict], selection: str, key: str = "target_test_acc") -> tuple[float, float, int]:
+    """Mean, std (%) and count over the finished seeds of `key` at the step `selection` chose."""
+    vals = [100 * r["selection"][selection][key] for r in results if r.get("status") == "ok"]
     if not vals:
         return float("nan"), float("nan"), 0
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+
+
+def cost_columns(results: list[dict]) -> dict:
+    """Failures, parameter counts, time per step and peak memory of one job's seeds (the table's extra columns)."""
+    ok = [r for r in results if r.get("status") == "ok"]
+    params = ok[0].get("params", {}).get("model", {}) if ok else {}
+    mem = ok[0].get("peak_memory_mb", {}) if ok else {}
+    return {"n_failed": len(results) - len(ok), "trainable_params": params.get("trainable"),
+            "total_params": params.get("total"),
+            "trainable_percent": 100 * params["trainable"] / params["total"] if params else None,
+            "time_per_step_ms": statistics.fmean(r["time_per_step_ms"] for r in ok) if ok else None,
+            "peak_memory_mb": mem.get("cuda_max_allocated", mem.get("host_peak_rss")),
+            "device": ok[0].get("hardware", {}).get("device") if ok else None}
 
 
 def main() -> None:
@@ -142,20 +156,11 @@ def main() -> None:
             for b in backbones:
                 for m in METHODS[b]:
                     command, res = finetune(t, b, m, ckpts[t, b], None, a.vit_steps if b == "vit" else a.steps, a, log)
-                    ok = [r for r in res if r.get("status") == "ok"]
-                    first = ok[0] if ok else {}
-                    params = first.get("params", {}).get("model", {})
-                    mem = first.get("peak_memory_mb", {})
                     for sel, shown in (("last", "last"), ("source_val", "target_val")):  # in-domain: the
                         mean, std, n = summary(res, sel)  # "source" validation split is the target's own labelled one
                         rows.append({"benchmark": f"mnist->{t}", "task": f"mnist->{t}", "method": f"{m} [{b}]",
                                      "selection": shown, "metric": "target_acc", "mean": mean, "std": std, "n_seeds": n,
-                                     "paper_value": None, "command": command, "n_failed": len(res) - len(ok),
-                                     "trainable_params": params.get("trainable"), "total_params": params.get("total"),
-                                     "trainable_percent": 100 * params["trainable"] / params["total"] if params else None,
-                                     "time_per_step_ms": statistics.fmean(r["time_per_step_ms"] for r in ok) if ok else None,
-                                     "peak_memory_mb": mem.get("cuda_max_allocated", mem.get("host_peak_rss")),
-                                     "device": first.get("hardware", {}).get("device")})
+                                     "paper_value": None, "command": command, **cost_columns(res)})
         write_table(rows, out / "digits", a, script, provenance)
     if "curve" in parts:
         curve = []

@@ -45,25 +45,6 @@ def job(source: str, target: str, method: str, a: argparse.Namespace, log: Path)
     return ft.dacl_job(args, a.runs / f"{source}_{target}" / method, a.seeds, log)
 
 
-def accuracies(results: list[dict], key: str, selection: str) -> list[float]:
-    return [100 * r["selection"][selection][key] for r in results if r.get("status") == "ok"]
-
-
-def row(task: str, method: str, shown: str, vals: list[float], command: str, res: list[dict]) -> dict:
-    ok = [r for r in res if r.get("status") == "ok"]
-    params = ok[0]["params"]["model"] if ok else {}
-    mem = ok[0].get("peak_memory_mb", {}) if ok else {}
-    return {"benchmark": "blitzer", "task": task, "method": method, "selection": shown, "metric": "test_acc",
-            "mean": statistics.fmean(vals) if vals else float("nan"),
-            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n_seeds": len(vals), "paper_value": None,
-            "command": command, "n_failed": len(res) - len(ok), "trainable_params": params.get("trainable"),
-            "total_params": params.get("total"),
-            "trainable_percent": 100 * params["trainable"] / params["total"] if params else None,
-            "time_per_step_ms": statistics.fmean(r["time_per_step_ms"] for r in ok) if ok else None,
-            "peak_memory_mb": mem.get("cuda_max_allocated", mem.get("host_peak_rss")),
-            "device": ok[0]["hardware"]["device"] if ok else None}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default="../shared/data")
@@ -88,9 +69,12 @@ def main() -> None:
     for source, target in pairs:
         for m in methods:
             command, res = job(source, target, m, a, a.runs / "jobs.log")
-            for sel, shown in (("last", "last"), ("source_val", "source_val")):
-                rows.append(row(f"{source} (in-domain)", m, shown, accuracies(res, "source_test_acc", sel), command, res))
-                rows.append(row(f"{source}->{target}", m, shown, accuracies(res, "target_test_acc", sel), command, res))
+            costs = ft.cost_columns(res)
+            for sel in ("last", "source_val"):
+                for task, key in ((f"{source} (in-domain)", "source_test_acc"), (f"{source}->{target}", "target_test_acc")):
+                    mean, std, n = ft.summary(res, sel, key)
+                    rows.append({"benchmark": "blitzer", "task": task, "method": m, "selection": sel, "metric": "test_acc",
+                                 "mean": mean, "std": std, "n_seeds": n, "paper_value": None, "command": command, **costs})
     write_table(rows, out, a, script, provenance)
     print(f"done in {time.time() - started:.0f} s")
 
