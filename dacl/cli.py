@@ -105,7 +105,7 @@ def cmd_run(args: list[str]) -> None:
         acc = res["metrics"]["target_test_acc"]
         return (f"{res['task']} {res['method']} seed={res['seed']}: target acc last={acc['last']:.4f} "
                 f"source_val-selected={acc['source_val']:.4f} (oracle {acc['oracle']:.4f}) "
-                f"[{res['train_images_per_second']:.0f} img/s]")
+                f"[{res['train_images_per_second']:.0f} examples/s]")
 
     _hydra_command("run", "config", args, run, summary)
 

@@ -49,12 +49,13 @@ def test_digit_domains_stream_is_mnist_usps_mnistm_at_32px():
     assert all(t.train[0].shape[1:] == (3, 32, 32) for t in s.tasks) and s.num_classes == 10
 
 
-def test_avalanche_and_dacl_run_the_same_stream():
+def test_avalanche_and_dacl_run_the_same_stream(tmp_path, monkeypatch):
     """Both frameworks train the same MLP from the same weights on the same tensors and are scored by the same
-    evaluator: both learn the first task, and in both replay ends with more accuracy than naive fine-tuning."""
+    evaluator: both learn the first task, and in both replay (and dacl's Avalanche-policy replay_eb) ends with more
+    accuracy than naive fine-tuning. Runs the script's main(), so its table files are checked too."""
     pytest.importorskip("avalanche", reason="install the 'avalanche' extra (make install does)")
     sys.path.insert(0, str(REPO / "scripts"))
-    import argparse
+    import json
 
     import compare_avalanche as ca
     import torch
@@ -62,11 +63,17 @@ def test_avalanche_and_dacl_run_the_same_stream():
     stream = STREAMS.get("split_mnist")(dataset="mnist_5k")
     a, b = ca.make_model(stream, 3, (100,)), ca.make_model(stream, 3, (100,))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())), "same seed, same initial weights"
-    args = argparse.Namespace(epochs=2, batch_size=64, lr=1e-3, hidden=(100,), ewc_lambda=1.0, lwf_alpha=1.0, mem_size=300)
-    runs = {(fw, s): fn(s, stream, 0, args) for s in ("naive", "replay")
-            for fw, fn in (("dacl", ca.run_dacl), ("avalanche", ca.run_avalanche))}
-    for (fw, s), r in runs.items():
-        assert len(r["matrix"]) == 5 and r["images"] > 0 and r["matrix"][0][0] > 0.9, (fw, s, r["matrix"][0])
-    for fw in ("dacl", "avalanche"):
-        naive, replay = runs[(fw, "naive")]["matrix"][-1], runs[(fw, "replay")]["matrix"][-1]
-        assert sum(replay) > sum(naive) + 0.5, f"{fw}: replay must remember more: {replay} vs {naive}"
+    out = tmp_path / "avalanche_table"
+    monkeypatch.setattr(sys, "argv", ["compare_avalanche.py", "--dataset", "mnist_5k", "--seeds", "0", "--epochs", "2",
+                                      "--batch-size", "64", "--hidden", "100", "--ewc-lambda", "1", "--mem-size", "300",
+                                      "--strategies", "naive,replay,replay_eb", "--out", str(out)])
+    ca.main()
+    runs = {k: v[0] for k, v in json.loads(out.with_suffix(".json").read_text()).items()}
+    assert set(runs) == {"dacl/naive", "avalanche/naive", "dacl/replay", "avalanche/replay", "dacl/replay_eb"}
+    for key, r in runs.items():
+        assert len(r["matrix"]) == 5 and r["images"] > 0 and r["matrix"][0][0] > 0.9, (key, r["matrix"][0])
+    for fw, strategy in (("dacl", "replay"), ("avalanche", "replay"), ("dacl", "replay_eb")):
+        naive, replay = runs[f"{fw}/naive"]["matrix"][-1], runs[f"{fw}/{strategy}"]["matrix"][-1]
+        assert sum(replay) > sum(naive) + 0.5, f"{fw} {strategy} must remember more: {replay} vs {naive}"
+    csv = out.with_suffix(".csv").read_text().splitlines()
+    assert len(csv) == 1 + 5 and csv[0].startswith("benchmark,task,method") and "| replay_eb | dacl |" in out.with_suffix(".md").read_text()

@@ -149,11 +149,33 @@ def test_class_balanced_buffer_splits_memory_equally_over_seen_classes():
             x = (torch.arange(100) + start).float().unsqueeze(1)
             buf.add(x, y)
             assert int(buf.size) <= 120
-        sizes = {int(c): int(b.size) for c, b in buf.per_class.items()}
+        sizes = {int(c): int(b.size) for c, b in buf.groups.items()}
         quota = 120 // len(sizes)
         assert all(s == quota for s in sizes.values()), sizes
     counts = sum(torch.bincount(buf.sample(120)[1], minlength=6) for _ in range(10)).float()
     assert (counts > 140).all() and (counts < 260).all(), f"replay draws must cover every class about equally: {counts.tolist()}"
+
+
+def test_experience_balanced_replay_fills_at_experience_end_and_never_replays_the_current_task():
+    method, replay = _method_with("replay", memory_size=90, batch_size=32, buffer="experience_balanced")
+    for index in range(3):
+        x, y = torch.randn(200, 4), torch.full((200,), index)  # experience i holds class i only
+        replay.before_experience(Experience(index, classes=(index,), data=(x, y)))
+        for _ in range(3):
+            state = StepState(0, 1, Batch(x[:32], y[:32]))
+            method.training_step(state)
+            replay.before_backward(state)
+            replay.after_update(state)
+            if index == 0:
+                assert "replay" not in state.losses, "nothing may be replayed before the first experience ends"
+            else:
+                assert state.losses["replay"].item() > 0
+                assert int(replay.buffer.size) == 90 // index * index  # the current batches were not stored
+        replay.after_experience(Experience(index, classes=(index,), data=(x, y)))
+        sizes = sorted(int(b.size) for b in replay.buffer.groups.values())
+        assert sizes == [90 // (index + 1)] * (index + 1), sizes
+    stored = torch.cat([b.y[:int(b.size)] for b in replay.buffer.groups.values()])
+    assert torch.bincount(stored).tolist() == [30, 30, 30]
 
 
 def test_lwf_in_task_il_distils_the_old_heads_only():

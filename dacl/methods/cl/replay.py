@@ -1,10 +1,12 @@
 """Experience replay with a fixed memory (Chaudhry et al. 2019), as a plugin.
 
-Two buffers: ``reservoir`` (Vitter 1985: a uniform sample of the stream) and ``class_balanced`` (the memory
+Three buffers: ``reservoir`` (Vitter 1985: a uniform sample of the stream), ``class_balanced`` (the memory
 split equally over the classes seen so far, a reservoir inside each class, so rare or early classes keep
-their share). Buffers are device tensors; insertion is vectorised (one random draw per incoming example,
+their share) and ``experience_balanced`` (split equally over past experiences and filled only when one ends,
+as Avalanche's ``Replay``: replay batches then never contain the current task). Buffers are device tensors; insertion is vectorised (one random draw per incoming example,
 duplicates resolved as sequential insertion would). Each step a replay batch adds its cross-entropy to
-the loss; after the update the current batch is offered to the buffer. Under torchrun every process offers
+the loss; after the update the current batch is offered to the buffer (experience_balanced: the whole
+experience, once it ends). Under torchrun every process offers
 the *global* batch (all-gathered) with the same generator, so all buffers stay identical, and each process
 replays its own slice of the same replay batch: the DDP gradient equals one process's. In task-IL each replayed example
 is scored with its own task's head (the mask of the task that owns its label), not the current one.
@@ -27,6 +29,8 @@ class ReservoirBuffer(torch.nn.Module):
     Known limit: the storage is allocated on the first ``add``, so restoring a checkpoint needs one ``add``
     (any batch of the right shape) before ``load_state_dict``.
     """
+
+    fill_at_experience_end = False  # filled from every training batch
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         super().__init__()
@@ -72,40 +76,42 @@ class ReservoirBuffer(torch.nn.Module):
         self.capacity = capacity
 
 
-class ClassBalancedBuffer(torch.nn.Module):
-    """``capacity`` examples split equally over the classes seen so far; a reservoir inside each class."""
+class BalancedBuffer(torch.nn.Module):
+    """``capacity`` examples split equally over the groups seen so far; a reservoir inside each group."""
+
+    fill_at_experience_end = False
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         super().__init__()
         self.capacity, self.seed = capacity, seed
-        self.per_class = torch.nn.ModuleDict()
+        self.groups = torch.nn.ModuleDict()
         self.gen = torch.Generator().manual_seed(seed)
 
     @property
     def size(self) -> Tensor:
-        return sum((b.size for b in self.per_class.values()), torch.zeros((), dtype=torch.long))
+        return sum((b.size for b in self.groups.values()), torch.zeros((), dtype=torch.long))
 
-    def add(self, x: Tensor, y: Tensor) -> None:
-        labels = y.unique().tolist()  # one entry per class in the batch (<= #classes), not per example
-        new = [c for c in labels if str(c) not in self.per_class]
+    def add_groups(self, keys: list[int], x: Tensor, y: Tensor, group_of: Tensor) -> None:
+        """Offer examples whose group key is ``group_of``; new keys shrink every group to the new equal share."""
+        new = [k for k in keys if str(k) not in self.groups]
         if new:
-            quota = self.capacity // (len(self.per_class) + len(new))
-            for buf in self.per_class.values():
+            quota = self.capacity // (len(self.groups) + len(new))
+            for buf in self.groups.values():
                 buf.shrink(quota)
-            for c in new:
-                self.per_class[str(c)] = ReservoirBuffer(quota, seed=self.seed * 1000 + c)
-        for c in labels:
-            mask = y == c
-            self.per_class[str(c)].add(x[mask], y[mask])
+            for k in new:
+                self.groups[str(k)] = ReservoirBuffer(quota, seed=self.seed * 1000 + k)
+        for k in keys:
+            mask = group_of == k
+            self.groups[str(k)].add(x[mask], y[mask])
 
     def sample(self, k: int) -> tuple[Tensor, Tensor]:
-        bufs = [b for b in self.per_class.values() if int(b.size) > 0]
+        bufs = [b for b in self.groups.values() if int(b.size) > 0]
         sizes = torch.tensor([int(b.size) for b in bufs])
         draws = torch.randint(0, int(sizes.sum()), (min(k, int(sizes.sum())),), generator=self.gen)
         owner = torch.searchsorted(sizes.cumsum(0), draws, right=True)
         offsets = sizes.cumsum(0) - sizes
         xs, ys = [], []
-        for i, b in enumerate(bufs):  # one gather per class (<= #classes), not per example
+        for i, b in enumerate(bufs):  # one gather per group (<= #classes or #experiences), not per example
             local = (draws[owner == i] - offsets[i]).to(b.x.device)
             if len(local):
                 xs.append(b.x[local])
@@ -113,7 +119,24 @@ class ClassBalancedBuffer(torch.nn.Module):
         return torch.cat(xs), torch.cat(ys)
 
 
-BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer}
+class ClassBalancedBuffer(BalancedBuffer):
+    """Groups are classes, so rare or early classes keep their share; filled from every training batch."""
+
+    def add(self, x: Tensor, y: Tensor) -> None:
+        self.add_groups(y.unique().tolist(), x, y, y)  # one group per class in the batch, not per example
+
+
+class ExperienceBalancedBuffer(BalancedBuffer):
+    """Groups are experiences, filled only when an experience ends (Avalanche's default ``Replay`` policy): while
+    a task trains, replay batches hold past tasks only, never the current one."""
+
+    fill_at_experience_end = True
+
+    def add_experience(self, index: int, x: Tensor, y: Tensor) -> None:
+        self.add_groups([index], x, y, torch.full((len(y),), index, dtype=torch.long, device=y.device))
+
+
+BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer, "experience_balanced": ExperienceBalancedBuffer}
 
 
 class PerTaskHeads:
@@ -166,6 +189,15 @@ class Replay(PerTaskHeads, Plugin):
         state.losses["replay"] = weight * F.cross_entropy(self.memory_logits(x, y).float(), y)
 
     def after_update(self, state: StepState) -> None:
+        if self.buffer.fill_at_experience_end:
+            return
         ctx = distributed.current()
         self.buffer.add(distributed.all_gather_cat(state.batch.x.detach(), ctx),
                         distributed.all_gather_cat(state.batch.y.detach(), ctx))
+
+    def after_experience(self, experience: Experience) -> None:
+        if not self.buffer.fill_at_experience_end:
+            return
+        if experience.data is None:
+            raise ValueError("replay with buffer=experience_balanced needs the experience's data (Experience.data)")
+        self.buffer.add_experience(experience.index, *experience.data)  # same data and generator on every process
