@@ -110,8 +110,10 @@ def sweep_command(commands: list[str | None], seeds: list[int]) -> str:
         return ""
     seed_list = ",".join(str(s) for s in sorted(set(seeds)))
     cmd = re.sub(r"\bseed=\S+", f"seed={seed_list}", cmd)
-    if len(set(seeds)) > 1 and not re.search(r"\bdacl (run|continual) -m ", cmd):
-        cmd = re.sub(r"\bdacl (run|continual) ", r"dacl \1 -m ", cmd, count=1)
+    if len(set(seeds)) > 1:
+        cmd = re.sub(r"\s+hydra\.run\.dir=\S+", "", cmd)  # one seed's folder; a multirun names its own per seed
+        if not re.search(r"\bdacl (run|continual) -m ", cmd):
+            cmd = re.sub(r"\bdacl (run|continual) ", r"dacl \1 -m ", cmd, count=1)
     return cmd
 
 

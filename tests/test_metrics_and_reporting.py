@@ -73,6 +73,11 @@ def test_sweep_command_single_seed_is_not_multirun():
     assert sweep_command(["dacl run method=a seed=3"], [3]) == "dacl run method=a seed=3"
 
 
+def test_sweep_command_drops_one_seeds_run_dir_when_it_becomes_a_multirun():
+    cmd = sweep_command(["dacl run method=a seed=0 hydra.run.dir=runs/x/a/seed0"], [0, 1, 2])
+    assert cmd == "dacl run -m method=a seed=0,1,2"
+
+
 def _write(path, res):
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps(res))
