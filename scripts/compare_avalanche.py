@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -142,7 +143,7 @@ def main() -> None:
                      "paper_value": ref[0] if ref else None, "command": command, "n_failed": 0})
         slow = naive_speed[framework] / statistics.fmean(ips) if framework in naive_speed else float("nan")
         lines.append(f"| {strategy} | {framework} | {statistics.fmean(acc):.2f} ± {sd(acc):.2f} | {statistics.fmean(fgt):.2f} | "
-                     f"{statistics.fmean(ips):,.0f} | {'n/a' if slow != slow else f'{slow:.2f}x'} | {'' if not ref else f'{ref[0]} / {ref[1]:,}'} |")
+                     f"{statistics.fmean(ips):,.0f} | {'n/a' if math.isnan(slow) else f'{slow:.2f}x'} | {'' if not ref else f'{ref[0]} / {ref[1]:,}'} |")
     hw = hardware(torch.device("cpu"))
     md = [f"# dacl vs avalanche-lib: Split MNIST, class-IL ({len(seeds)} seeds)", "",
           f"Same stream tensors, MLP {'x'.join(map(str, args.hidden))}, initial weights, Adam lr {args.lr} (reset per experience), "

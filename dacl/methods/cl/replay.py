@@ -3,13 +3,14 @@
 Three buffers: ``reservoir`` (Vitter 1985: a uniform sample of the stream), ``class_balanced`` (the memory
 split equally over the classes seen so far, a reservoir inside each class, so rare or early classes keep
 their share) and ``experience_balanced`` (split equally over past experiences and filled only when one ends,
-as Avalanche's ``Replay``: replay batches then never contain the current task). Buffers are device tensors; insertion is vectorised (one random draw per incoming example,
-duplicates resolved as sequential insertion would). Each step a replay batch adds its cross-entropy to
-the loss; after the update the current batch is offered to the buffer (experience_balanced: the whole
-experience, once it ends). Under torchrun every process offers
-the *global* batch (all-gathered) with the same generator, so all buffers stay identical, and each process
-replays its own slice of the same replay batch: the DDP gradient equals one process's. In task-IL each replayed example
-is scored with its own task's head (the mask of the task that owns its label), not the current one.
+as Avalanche's ``Replay``: replay batches then never contain the current task). Buffers are device tensors;
+insertion is vectorised (one random draw per incoming example, duplicates resolved as sequential insertion
+would). Each step a replay batch adds its cross-entropy to the loss; after the update the current batch is
+offered to the buffer (experience_balanced: the whole experience, once it ends). Under torchrun every process
+offers the *global* batch (all-gathered) with the same generator, so all buffers stay identical, and each
+process replays its own slice of the same replay batch: the DDP gradient equals one process's. In task-IL each
+replayed example is scored with its own task's head (the mask of the task that owns its label), not the
+current one.
 """
 from __future__ import annotations
 
