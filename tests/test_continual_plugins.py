@@ -5,7 +5,7 @@ from torch import nn
 
 from dacl.methods.base import Batch, Experience, StepState
 from dacl.methods.cl.lwf import distillation_loss
-from dacl.methods.cl.replay import ReservoirBuffer
+from dacl.methods.cl.memory import ReservoirBuffer
 from dacl.registry import METHODS, PLUGINS
 
 
@@ -140,7 +140,7 @@ def test_replay_plugin_adds_a_loss_once_the_buffer_has_data():
 
 
 def test_class_balanced_buffer_splits_memory_equally_over_seen_classes():
-    from dacl.methods.cl.replay import ClassBalancedBuffer
+    from dacl.methods.cl.memory import ClassBalancedBuffer
 
     buf = ClassBalancedBuffer(capacity=120, seed=0)
     for cls_pair in ((0, 1), (2, 3), (4, 5)):  # classes arrive task by task, 500 examples each

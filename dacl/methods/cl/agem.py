@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dacl.methods.base import Experience, Plugin, StepState
-from dacl.methods.cl.replay import PerTaskHeads, ReservoirBuffer
+from dacl.methods.cl.memory import PerTaskHeads, ReservoirBuffer
 from dacl.registry import PLUGINS
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from dacl.methods.base import Experience, Plugin, StepState
-from dacl.methods.cl.ewc import _QuadraticPenalty
+from dacl.methods.cl.importance import QuadraticPenalty
 from dacl.registry import PLUGINS
 
 
@@ -45,5 +45,5 @@ class SI(Plugin):
         if getattr(self, "_omega", None) is None:
             return
         params = self._params()
-        total = _QuadraticPenalty.apply(len(params), *params, *self._omega, *self._anchor)
+        total = QuadraticPenalty.apply(len(params), *params, *self._omega, *self._anchor)
         state.losses["si"] = self.hparams["weight"] * total
