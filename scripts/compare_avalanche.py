@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import sys
 import time
@@ -141,7 +142,7 @@ def main() -> None:
                 runs.setdefault((framework, strategy), []).append(r)
                 print(f"seed {seed} {framework:9s} {strategy:6s} acc {100 * r['average_accuracy']:.2f} "
                       f"forgetting {100 * r['forgetting']:.2f} {r['images'] / r['train_seconds']:.0f} img/s", flush=True)
-    command = "python scripts/compare_avalanche.py " + " ".join(sys.argv[1:])
+    command = "python scripts/compare_avalanche.py " + shlex.join(sys.argv[1:])
     rows, lines = [], []
     naive_speed = {fw: statistics.fmean(r["images"] / r["train_seconds"] for r in runs[(fw, "naive")])
                    for fw in ("dacl", "avalanche") if (fw, "naive") in runs}
