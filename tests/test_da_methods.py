@@ -10,7 +10,7 @@ from dacl.engine.trainer import Trainer, TrainerConfig, seed_everything
 from dacl.experiment import build_benchmark, build_method
 from dacl.methods.da.cdan import MultilinearMap, entropy_weights
 from dacl.methods.da.coral import coral_loss
-from dacl.methods.da.deepjdot import jdot_cost, transport_plan
+from dacl.methods.da.deepjdot import jdot_cost, label_cost, transport_plan
 from dacl.methods.da.mmd import mk_mmd
 from dacl.registry import METHODS
 
@@ -49,6 +49,32 @@ def test_emd_plan_matches_brute_force_on_four_points():
     assert torch.allclose(gamma.sum(0), torch.full((4,), 0.25)) and torch.allclose(gamma.sum(1), torch.full((4,), 0.25))
     entropic = transport_plan(cost, "sinkhorn", reg=1e-2)
     assert float((entropic * cost).sum()) == pytest.approx(best, rel=1e-2)
+
+
+def test_deepjdot_authors_plan_cost_and_warmup():
+    """The authors' code plans on ||onehot(y_s) - p_t||^2 but minimises the CE cost under that plan; during
+    ``warmup_steps`` the alignment term is exactly zero (source-only warm start). Hand-made case (equal features):
+    the CE cost keeps each source on the target with two moderate errors (-2 log 0.2 = 3.22 < -log 0.79 - log 0.001
+    = 7.14), the bounded squared cost prefers the swap (1.76 < 2.54), so the two plans differ."""
+    from dacl.methods.base import Batch, StepState
+    from dacl.methods.da.common import DomainOutputs
+
+    ys = torch.tensor([0, 1])
+    probs = torch.tensor([[0.2, 0.001, 0.799], [0.79, 0.2, 0.01]])
+    logits_t = probs.log()
+    direct = torch.stack([(torch.nn.functional.one_hot(y, 3) - probs).pow(2).sum(1) for y in ys])
+    assert torch.allclose(label_cost(ys, logits_t, "sqeuclidean"), direct, atol=1e-6)
+    feats = torch.zeros(2, 4)
+    out = DomainOutputs(torch.zeros(2, 3), logits_t, feats, feats)
+    batch = Batch(torch.zeros(2, 1), ys)
+    ce_cost = jdot_cost(feats, ys, feats, logits_t, 0.5, 1.0)
+    identity, swap = torch.eye(2) / 2, torch.eye(2).flip(0) / 2
+    assert torch.allclose(transport_plan(ce_cost), identity)
+    authors = METHODS.build("deepjdot", alpha=0.5, lambda_t=1.0, plan_label_cost="sqeuclidean", warmup_steps=10)
+    assert float(authors.alignment_loss(out, StepState(9, 100, batch))) == 0.0, "warm-up: source-only"
+    assert float(authors.alignment_loss(out, StepState(10, 100, batch))) == pytest.approx(float((swap * ce_cost).sum()), rel=1e-5)
+    plain = METHODS.build("deepjdot", alpha=0.5, lambda_t=1.0)
+    assert float(plain.alignment_loss(out, StepState(0, 100, batch))) == pytest.approx(float((identity * ce_cost).sum()), rel=1e-5)
 
 
 def test_cdan_multilinear_map_exact_and_randomized():

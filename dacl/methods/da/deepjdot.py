@@ -18,12 +18,26 @@ from dacl.methods.da.common import AlignmentMethod, DomainOutputs
 from dacl.registry import METHODS
 
 
+LABEL_COSTS = ("ce", "sqeuclidean")
+
+
+def label_cost(labels_s: Tensor, logits_t: Tensor, kind: str = "ce") -> Tensor:
+    """n_s x n_t: how badly target j's prediction fits source label y_i. ``ce``: -log p_j(y_i) (the paper's loss);
+    ``sqeuclidean``: ||onehot(y_i) - p_j||^2 = 1 - 2 p_j(y_i) + ||p_j||^2, which the authors' code uses to
+    compute the plan (bounded, so one confident mistake cannot dominate the coupling)."""
+    if kind == "ce":
+        return -F.log_softmax(logits_t.float(), dim=1).T[labels_s]  # row i: -log p_j(y_i) for every j
+    if kind == "sqeuclidean":
+        p = F.softmax(logits_t.float(), dim=1)
+        return 1 - 2 * p.T[labels_s] + p.pow(2).sum(1).unsqueeze(0)
+    raise ConfigError(f"unknown DeepJDOT label cost '{kind}'; use one of {', '.join(LABEL_COSTS)}")
+
+
 def jdot_cost(feats_s: Tensor, labels_s: Tensor, feats_t: Tensor, logits_t: Tensor,
-              alpha: float, lambda_t: float) -> Tensor:
-    """C_ij = alpha ||f_s_i - f_t_j||^2 + lambda_t (-log softmax(logits_t_j)[y_s_i])  (n_s x n_t)."""
+              alpha: float, lambda_t: float, label: str = "ce") -> Tensor:
+    """C_ij = alpha ||f_s_i - f_t_j||^2 + lambda_t label_cost(y_s_i, p_t_j)  (n_s x n_t)."""
     feat_cost = torch.cdist(feats_s.float(), feats_t.float()).pow(2)
-    label_cost = -F.log_softmax(logits_t.float(), dim=1).T[labels_s]  # row i: -log p_j(y_i) for every j
-    return alpha * feat_cost + lambda_t * label_cost
+    return alpha * feat_cost + lambda_t * label_cost(labels_s, logits_t, label)
 
 
 def transport_plan(cost: Tensor, solver: str = "emd", reg: float = 0.1) -> Tensor:
@@ -48,14 +62,20 @@ class DeepJDOT(AlignmentMethod):
     loss_name = "jdot"
     defaults = {
         "trade_off": 1.0,
-        "alpha": 0.01,      # feature-distance weight (authors' code: 0.01 with 1.0 on the label term)
+        "alpha": 0.01,      # feature-distance weight (Deepjdot.py's class default, with 1.0 on the label term)
         "lambda_t": 1.0,    # target label-cost weight
         "solver": "emd",    # emd (exact, CPU network simplex) | sinkhorn (entropic, runs on the device)
         "reg": 0.01,        # entropic regularisation, relative to the largest cost (sinkhorn only)
+        "plan_label_cost": "ce",  # ce | sqeuclidean (the authors' code: plan on ||onehot - p||^2, loss with CE)
+        "warmup_steps": 0,  # source-only steps first (the authors start from a trained source model)
     }
 
     def alignment_loss(self, out: DomainOutputs, state: StepState) -> Tensor:
         hp = self.hparams
-        cost = jdot_cost(out.feats_s, state.batch.y, out.feats_t, out.logits_t, hp["alpha"], hp["lambda_t"])
-        gamma = transport_plan(cost, hp["solver"], hp["reg"])
+        if state.step < hp["warmup_steps"]:
+            return out.feats_s.new_zeros(())
+        args = (out.feats_s, state.batch.y, out.feats_t, out.logits_t, hp["alpha"], hp["lambda_t"])
+        cost = jdot_cost(*args)  # what the network minimises
+        plan_cost = cost if hp["plan_label_cost"] == "ce" else jdot_cost(*args, label=hp["plan_label_cost"])
+        gamma = transport_plan(plan_cost, hp["solver"], hp["reg"])
         return (gamma * cost).sum()
