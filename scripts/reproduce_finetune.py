@@ -135,15 +135,20 @@ def main() -> None:
     ap.add_argument("--curve-sizes", default="10,20,50,100,500,all")
     ap.add_argument("--curve-steps", type=int, default=500)
     ap.add_argument("--parts", default="table,curve")
+    ap.add_argument("--methods", default=None, help="only these baselines (comma-separated; default: all), e.g. to "
+                    "split one task's jobs over two processes; the table then holds only them")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(REPO / "runs" / "finetune"))
     ap.add_argument("--out", default=str(REPO / "paper_results" / "finetune"))
     a = ap.parse_args()
     a.seeds, a.runs, out = [int(s) for s in a.seeds.split(",")], Path(a.runs), Path(a.out)
     tasks, backbones, parts = a.tasks.split(","), a.backbones.split(","), a.parts.split(",")
-    unknown = [t for t in tasks if t not in TASKS] + [b for b in backbones if b not in METHODS]
+    wanted = a.methods.split(",") if a.methods else None
+    unknown = [t for t in tasks if t not in TASKS] + [b for b in backbones if b not in METHODS] + \
+        [m for m in wanted or [] if m not in LR]
     if unknown:
-        sys.exit(f"unknown task/backbone {unknown}; tasks: {list(TASKS)}, backbones: {list(METHODS)}")
+        sys.exit(f"unknown task/backbone/method {unknown}; tasks: {list(TASKS)}, backbones: {list(METHODS)}, "
+                 f"methods: {list(LR)}")
     a.runs.mkdir(parents=True, exist_ok=True)
     log = a.runs / "jobs.log"
     script = "python scripts/reproduce_finetune.py " + shlex.join(sys.argv[1:])
@@ -154,7 +159,7 @@ def main() -> None:
     if "table" in parts:
         for t in tasks:
             for b in backbones:
-                for m in METHODS[b]:
+                for m in (m for m in METHODS[b] if wanted is None or m in wanted):
                     command, res = finetune(t, b, m, ckpts[t, b], None, a.vit_steps if b == "vit" else a.steps, a, log)
                     for sel, shown in (("last", "last"), ("source_val", "target_val")):  # in-domain: the
                         mean, std, n = summary(res, sel)  # "source" validation split is the target's own labelled one
@@ -166,7 +171,7 @@ def main() -> None:
         curve = []
         sizes = [None if s == "all" else int(s) for s in a.curve_sizes.split(",")]
         for t in tasks:
-            for m in CURVE_METHODS:
+            for m in (m for m in CURVE_METHODS if wanted is None or m in wanted):
                 for n in sizes:
                     command, res = finetune(t, "cnn", m, ckpts[t, "cnn"], n, a.curve_steps if n else a.steps, a, log)
                     mean, std, k = summary(res, "last")
