@@ -19,6 +19,9 @@ for task in $TASKS; do
     .venv/bin/dacl run -m +experiment=mnist_usps_tllib_grl seed="$SEEDS" data_root="$DATA_ROOT"
     extra+=(runs/mnist_usps_tllib_grl)
   fi
+  if [ -f "configs/experiment/${task}_deepjdot_authors.yaml" ]; then  # pre-declared: the DeepJDOT authors' weights
+    .venv/bin/dacl run -m +experiment="${task}_deepjdot_authors" seed="$SEEDS" data_root="$DATA_ROOT"  # same tag: runs/$task
+  fi
   .venv/bin/python scripts/collect.py "runs/$task" "${extra[@]}" --out "paper_results/digits/$task" \
     --title "Digits DA: $task (5,000 iterations)" --paper-values scripts/paper_values/digits.json
 done
