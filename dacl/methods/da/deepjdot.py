@@ -33,11 +33,15 @@ def label_cost(labels_s: Tensor, logits_t: Tensor, kind: str = "ce") -> Tensor:
     raise ConfigError(f"unknown DeepJDOT label cost '{kind}'; use one of {', '.join(LABEL_COSTS)}")
 
 
+def feature_cost(feats_s: Tensor, feats_t: Tensor) -> Tensor:
+    """||f_s_i - f_t_j||^2  (n_s x n_t)."""
+    return torch.cdist(feats_s.float(), feats_t.float()).pow(2)
+
+
 def jdot_cost(feats_s: Tensor, labels_s: Tensor, feats_t: Tensor, logits_t: Tensor,
               alpha: float, lambda_t: float, label: str = "ce") -> Tensor:
     """C_ij = alpha ||f_s_i - f_t_j||^2 + lambda_t label_cost(y_s_i, p_t_j)  (n_s x n_t)."""
-    feat_cost = torch.cdist(feats_s.float(), feats_t.float()).pow(2)
-    return alpha * feat_cost + lambda_t * label_cost(labels_s, logits_t, label)
+    return alpha * feature_cost(feats_s, feats_t) + lambda_t * label_cost(labels_s, logits_t, label)
 
 
 def transport_plan(cost: Tensor, solver: str = "emd", reg: float = 0.1) -> Tensor:
@@ -74,8 +78,10 @@ class DeepJDOT(AlignmentMethod):
         hp = self.hparams
         if state.step < hp["warmup_steps"]:
             return out.feats_s.new_zeros(())
-        args = (out.feats_s, state.batch.y, out.feats_t, out.logits_t, hp["alpha"], hp["lambda_t"])
-        cost = jdot_cost(*args)  # what the network minimises
-        plan_cost = cost if hp["plan_label_cost"] == "ce" else jdot_cost(*args, label=hp["plan_label_cost"])
+        feat = hp["alpha"] * feature_cost(out.feats_s, out.feats_t)  # shared by the plan and the loss
+        y, logits_t = state.batch.y, out.logits_t
+        cost = feat + hp["lambda_t"] * label_cost(y, logits_t)  # what the network minimises
+        kind = hp["plan_label_cost"]
+        plan_cost = cost if kind == "ce" else feat + hp["lambda_t"] * label_cost(y, logits_t, kind)
         gamma = transport_plan(plan_cost, hp["solver"], hp["reg"])
         return (gamma * cost).sum()
