@@ -55,6 +55,9 @@ def _label(method: str, variant: Any, processes: Any = 1) -> str:
 
 
 def _failed_record(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+    if "config" not in info and "method" in info:  # already flat: a record written by archive_runs
+        return {"run_dir": str(run_dir), "error": info.get("error", "unknown"),
+                **{k: info.get(k) for k in ("command", "benchmark", "method", "variant")}}
     cfg = info.get("config") or {}
     return {"run_dir": str(run_dir), "error": info.get("error", "unknown"), "command": info.get("command"),
             "benchmark": (cfg.get("benchmark") or {}).get("name"), "method": (cfg.get("method") or {}).get("name"),
@@ -68,7 +71,11 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[d
     ok: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
     for root in roots:
-        for path in sorted(Path(root).rglob("results.jsonl")):
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"no run folder or run-record file '{root}'; check the path (runs live in runs/<tag>)")
+        logs = [root] if root.is_file() else sorted(root.rglob("results.jsonl"))  # a file: an archive_runs record
+        for path in logs:
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if not line.strip():
                     continue
@@ -84,7 +91,9 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[d
                     ok[key] = {**rec, "run_dir": key}
                 else:
                     failed[key] = _failed_record(Path(key), rec)
-        for path in sorted(Path(root).rglob("results.json")):
+        if root.is_file():
+            continue
+        for path in sorted(root.rglob("results.json")):
             try:
                 res = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
@@ -92,7 +101,7 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[d
                 continue
             if res.get("status") == "ok":
                 ok[str(path.parent)] = {**res, "run_dir": str(path.parent)}
-        for path in sorted(Path(root).rglob("failed.json")):
+        for path in sorted(root.rglob("failed.json")):
             if (path.parent / "results.json").exists():
                 continue
             try:
@@ -101,6 +110,17 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[d
                 info = {}
             failed[str(path.parent)] = _failed_record(path.parent, info)
     return list(ok.values()), list(failed.values())
+
+
+def archive_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], path: str | Path) -> None:
+    """Write every run record behind a table to one JSON-lines file, committed beside the table.
+
+    Run folders (``runs/``) are not versioned and do not outlive a machine; with this file a table can be
+    re-collected, audited, or extended with new runs later: ``collect.py <table>.runs.jsonl runs/<new>``.
+    """
+    lines = [json.dumps({**r, "status": "ok"}, sort_keys=True, default=str) for r in ok]
+    lines += [json.dumps({**r, "status": "failed"}, sort_keys=True, default=str) for r in failed]
+    atomic_write_text(path, "".join(line + "\n" for line in sorted(lines)))
 
 
 def sweep_command(commands: list[str | None], seeds: list[int]) -> str:

@@ -5,6 +5,8 @@
         --title "MNIST -> USPS (LeNet)" --paper-values scripts/paper_values/digits.json
 
 Only successful runs (results.json, status ok) are averaged; failed runs are listed, never averaged.
+Every run record behind the table is also written to <out>.runs.jsonl: commit it with the table, so the
+table can be re-collected (pass that file as a root) after the run folders are gone.
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dacl.reporting import aggregate, load_runs, processes, write_tables  # noqa: E402
+from dacl.reporting import aggregate, archive_runs, load_runs, processes, write_tables  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("roots", nargs="+", help="run folders to search for results.json / failed.json")
+    ap.add_argument("roots", nargs="+", help="run folders to search for results.json / failed.json, or a table's "
+                    "committed <table>.runs.jsonl (re-collect it, or extend it with new run folders)")
     ap.add_argument("--out", required=True, help="output path without extension (.md and .csv are written)")
     ap.add_argument("--title", default="Results")
     ap.add_argument("--paper-values", default=None, help="JSON {benchmark: {method: value, ...}, '_notes': [...]}")
@@ -34,7 +37,10 @@ def main() -> None:
         raw = json.loads(Path(args.paper_values).read_text())
         notes += raw.pop("_notes", [])
         paper = raw
-    ok, failed = load_runs(args.roots)
+    try:
+        ok, failed = load_runs(args.roots)
+    except FileNotFoundError as exc:
+        sys.exit(f"collect: {exc}")
     if not ok and not failed:
         sys.exit(f"collect: no results.json or failed.json under {args.roots}; run the experiments first")
     rows = aggregate(ok, paper, failed=failed)
@@ -50,6 +56,7 @@ def main() -> None:
         "collected with": "`python scripts/collect.py " + shlex.join(sys.argv[1:]) + "`",
     }
     write_tables(rows, failed, args.out, args.title, notes, provenance)
+    archive_runs(ok, failed, Path(args.out).with_suffix(".runs.jsonl"))
     print(Path(args.out).with_suffix(".md").read_text())
 
 

@@ -2,7 +2,9 @@
 
 Every cell is a ``dacl continual`` run (the printed command reproduces it); finished runs are reused, so an
 interrupted sweep resumes. Runs go to runs/<tag>/<stream>/<scenario>/<strategy>/seed<k>; ``--jobs`` runs
-that many single-threaded processes side by side (2 on a 2-core machine).
+that many single-threaded processes side by side (2 on a 2-core machine). The run records behind each table
+are written to <out>/<stream>.runs.jsonl: committed with the table, they count as finished cells in a fresh
+clone too, so a sweep too long for one machine session is run in chunks (run folders are not versioned).
 
     python scripts/reproduce_continual.py --data-root ../shared/data --streams split_mnist --seeds 0,1,2 --jobs 2
 Cost on 2 CPU cores (2 jobs): Split MNIST ~1.5-3 min per run, 54 runs ~1 h. Permuted MNIST (paper protocol:
@@ -23,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.engine.results import git_commit  # noqa: E402
-from dacl.reporting import COLUMNS, _fmt, atomic_write_text, load_runs, sweep_command, to_csv  # noqa: E402
+from dacl.reporting import COLUMNS, _fmt, archive_runs, atomic_write_text, load_runs, sweep_command, to_csv  # noqa: E402
 
 SCENARIOS = ("task", "domain", "class")
 
@@ -32,10 +34,24 @@ def run_dir(tag: str, stream: str, scenario: str, strategy: str, seed: int) -> P
     return REPO / "runs" / tag / stream / scenario / strategy / f"seed{seed}"
 
 
-def launch(args: argparse.Namespace, stream: str, scenario: str, strategy: str, seed: int) -> str:
+def archive_path(args: argparse.Namespace, stream: str) -> Path:
+    return REPO / args.out / f"{stream}.runs.jsonl"
+
+
+def archived(args: argparse.Namespace, stream: str) -> dict[tuple, dict]:
+    """Finished runs recorded in the committed archive, by cell (scenario, strategy, seed)."""
+    path = archive_path(args, stream)
+    ok = load_runs([path])[0] if path.is_file() else []
+    return {(r["scenario"], r["method"], r["seed"]): r for r in ok if r.get("kind") == "continual"}
+
+
+def launch(args: argparse.Namespace, done: dict[tuple, dict], stream: str, scenario: str, strategy: str,
+           seed: int) -> str:
     out = run_dir(args.tag, stream, scenario, strategy, seed)
-    if (out / "results.json").exists() and not args.force:
+    if not args.force and (out / "results.json").exists():
         return f"reused {out.relative_to(REPO)}"
+    if not args.force and (scenario, strategy, seed) in done.get(stream, {}):
+        return f"reused {archive_path(args, stream)}: {stream} {scenario} {strategy} seed{seed}"
     cmd = [sys.executable, "-m", "dacl", "continual", f"stream={stream}", f"scenario={scenario}", f"strategy={strategy}",
            f"seed={seed}", f"tag={args.tag}", f"threads={args.threads}", *args.overrides]
     if args.data_root:
@@ -103,13 +119,19 @@ def main() -> None:
     streams, scenarios = args.streams.split(","), args.scenarios.split(",")
     strategies, seeds = args.strategies.split(","), [int(s) for s in args.seeds.split(",")]
     cells = [(st, sc, m, seed) for seed in seeds for st in streams for sc in scenarios for m in strategies]
+    done = {stream: archived(args, stream) for stream in streams}
     if not args.collect_only:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for k, msg in enumerate(pool.map(lambda c: launch(args, *c), cells), 1):
+            for k, msg in enumerate(pool.map(lambda c: launch(args, done, *c), cells), 1):
                 print(f"[{k}/{len(cells)}] {msg}", flush=True)
     paper = json.loads((REPO / "scripts/paper_values/continual.json").read_text())
     for stream in streams:
-        ok, failed = load_runs([REPO / "runs" / args.tag / stream])
+        runs_root = REPO / "runs" / args.tag / stream
+        ok, failed = load_runs([runs_root]) if runs_root.is_dir() else ([], [])
+        fresh = {(r["scenario"], r["method"], r["seed"]) for r in ok if r.get("kind") == "continual"}
+        ok += [r for cell, r in done[stream].items() if cell not in fresh]  # a run folder supersedes its archived record
+        if ok or failed:  # every record, also of cells outside this invocation's table
+            archive_runs(ok, failed, archive_path(args, stream))
         ok = [r for r in ok if r.get("kind") == "continual" and r["scenario"] in scenarios and r["method"] in strategies]
         rows = aggregate(ok, paper)
         hw = ok[0]["hardware"] if ok else {}

@@ -7,7 +7,8 @@ Reads every successful run below the roots (their eval histories must hold ``sco
 sweep with ``trainer.validators=[source_val,entropy,im,bnm,snd,dev]``), one table per benchmark:
 Spearman correlation of score vs target accuracy (pooled over all checkpoints; mean within a run), and the
 target accuracy each validator selects per method over all checkpoints of all hyper-parameter trials, against
-the oracle (which reads target labels and is only the ceiling).
+the oracle (which reads target labels and is only the ceiling). The runs behind each table are written to
+<out>_<benchmark>.runs.jsonl, which can be passed back as a root to re-make the table.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.analysis.validator_study import study  # noqa: E402
-from dacl.reporting import COLUMNS, atomic_write_text, load_runs, sweep_command  # noqa: E402
+from dacl.reporting import COLUMNS, archive_runs, atomic_write_text, load_runs, sweep_command  # noqa: E402
 
 
 def _f(v: float, scale: float = 1.0) -> str:
@@ -37,7 +38,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="output prefix; _<benchmark>.md/.csv are appended")
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
-    ok, failed = load_runs(args.roots)
+    try:
+        ok, failed = load_runs(args.roots)
+    except FileNotFoundError as exc:
+        sys.exit(f"validator_study: {exc}")
     ok = [r for r in ok if r.get("history")]
     if not ok:
         sys.exit(f"validator_study: no finished runs with eval histories under {args.roots}")
@@ -85,6 +89,7 @@ def main() -> None:
         w.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
         atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
         atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+        archive_runs(runs, [f for f in failed if f.get("benchmark") in (bench, None)], out.with_suffix(".runs.jsonl"))
         print("\n".join(lines))
 
 

@@ -1,5 +1,7 @@
 """``dacl continual`` end to end on the offline digits, the stream registry, and the Avalanche cross-check."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,28 @@ def test_continual_cli_writes_results_and_heatmap(tmp_path):
     assert {"bwt", "fwt", "forgetting", "images_per_second"} <= set(m)
     assert res["commit"] and res["hardware"] and res["command"].startswith("dacl continual")
     assert (out / "accuracy_matrix.png").stat().st_size > 1000
+
+
+def test_reproduce_continual_resumes_from_the_committed_run_archive(tmp_path):
+    """A fresh clone has no run folders, only <table>.runs.jsonl: its cells are reused, not re-run."""
+    tag = f"pytest_archive_{os.getpid()}"
+    runs = REPO / "runs" / tag
+    cmd = [sys.executable, "scripts/reproduce_continual.py", "--streams", "split_mnist", "--scenarios", "class",
+           "--strategies", "naive", "--seeds", "0", "--jobs", "1", "--tag", tag, "--out", str(tmp_path),
+           "stream.dataset=mnist_5k", "train.steps_per_task=20"]
+    try:
+        first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert "ok split_mnist class naive seed0" in first.stdout
+        table = (tmp_path / "split_mnist.csv").read_text()
+        assert (tmp_path / "split_mnist.runs.jsonl").read_text().count("\n") == 1
+        shutil.rmtree(runs)
+        second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert "split_mnist.runs.jsonl: split_mnist class naive seed0" in second.stdout and not runs.exists()
+        assert (tmp_path / "split_mnist.csv").read_text() == table
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
 
 
 def test_continual_cli_names_the_options_for_a_wrong_strategy(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from dacl.engine.trainer import resolve_amp
 from dacl.errors import ConfigError
 from dacl.metrics import accuracy, expected_calibration_error
-from dacl.reporting import aggregate, load_runs, sweep_command, to_csv
+from dacl.reporting import aggregate, archive_runs, load_runs, sweep_command, to_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,28 @@ def test_collector_means_stds_and_failures(tmp_path):
     _run(tmp_path / "dup", "dann", 0, 0.5, 0.5)
     with pytest.raises(ValueError, match="duplicate seeds"):
         aggregate(load_runs([tmp_path])[0])
+
+
+def test_archived_run_records_recollect_the_same_table(tmp_path):
+    """A table's committed <table>.runs.jsonl stands in for its run folders: same rows, same failures."""
+    runs = tmp_path / "runs"
+    _run(runs, "dann", 0, 0.90, 0.92)
+    _run(runs, "dann", 1, 0.80, 0.84)
+    crashed = runs / "dann" / "seed2"
+    crashed.mkdir()
+    (crashed / "failed.json").write_text(json.dumps({"status": "failed", "error": "NonFiniteLossError: nan",
+                                                     "config": {"method": {"name": "dann"}, "benchmark": {"name": "b"}}}))
+    ok, failed = load_runs([runs])
+    archive = tmp_path / "table.runs.jsonl"
+    archive_runs(ok, failed, archive)
+    ok2, failed2 = load_runs([archive])
+    assert aggregate(ok2, failed=failed2) == aggregate(ok, failed=failed)
+    assert failed2 == failed and failed2[0]["method"] == "dann"
+    _run(tmp_path / "new", "src", 0, 0.70, 0.70)  # the archive plus a new run folder extends the table
+    methods = {r["method"] for r in aggregate(load_runs([archive, tmp_path / "new"])[0])}
+    assert methods == {"dann", "src"}
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        load_runs([tmp_path / "typo"])
 
 
 def test_sweep_command_single_seed_is_not_multirun():
