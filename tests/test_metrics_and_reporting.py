@@ -163,3 +163,11 @@ def test_torchrun_runs_get_their_own_row_and_command(tmp_path):
     assert rows[("dann", "last")]["mean"] == pytest.approx(90.0)
     assert rows[("dann (2 processes)", "last")]["mean"] == pytest.approx(80.0)
     assert rows[("dann (2 processes)", "last")]["command"] == "torchrun --nproc_per_node 2 -m dacl run -m method=dann seed=0,1 data_root=x"
+
+
+def test_atomic_write_text_leaves_a_readable_file(tmp_path):
+    from dacl.engine.results import atomic_write_text
+
+    atomic_write_text(tmp_path / "t.md", "x\n")
+    assert (tmp_path / "t.md").read_text() == "x\n" and (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["t.md"], "no temp file left behind"
