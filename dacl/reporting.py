@@ -67,7 +67,8 @@ def _failed_record(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
 def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(successful results, failed runs) found below ``roots``: ``results.json`` / ``failed.json`` per run folder
     and append-only ``results.jsonl`` logs (one run record per line; the last line for a run folder wins).
-    Unreadable or truncated files count as failed, never as results."""
+    Unreadable or truncated files count as failed, never as results. A root may also be a run-record file written by
+    ``archive_runs``; for the same run folder, a later root's record supersedes an earlier one's."""
     ok: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
     for root in roots:

@@ -22,6 +22,9 @@ for task in $TASKS; do
   if [ -f "configs/experiment/${task}_deepjdot_authors.yaml" ]; then  # pre-declared: the DeepJDOT authors' weights
     .venv/bin/dacl run -m +experiment="${task}_deepjdot_authors" seed="$SEEDS" data_root="$DATA_ROOT"  # same tag: runs/$task
   fi
-  .venv/bin/python scripts/collect.py "runs/$task" "${extra[@]}" --out "paper_results/digits/$task" \
+  roots=()
+  archive="paper_results/digits/$task.runs.jsonl"   # committed records of runs made on earlier machines;
+  [ -f "$archive" ] && roots+=("$archive")           # listed first, so a run folder at the same path supersedes it
+  .venv/bin/python scripts/collect.py "${roots[@]}" "runs/$task" "${extra[@]}" --out "paper_results/digits/$task" \
     --title "Digits DA: $task (5,000 iterations)" --paper-values scripts/paper_values/digits.json
 done

@@ -34,7 +34,7 @@ def test_amp_modes():
 
 def _run(root, method, seed, last, sel, status="ok", variant=None):
     d = root / (method + (variant or "")) / f"seed{seed}"
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     res = {"status": status, "benchmark": "b", "task": "s->t", "method": method, "seed": seed, "variant": variant,
            "command": f"dacl run method={method} seed={seed} data_root=x",
            "metrics": {"target_test_acc": {"last": last, "source_val": sel, "oracle": max(last, sel)}}}
@@ -171,3 +171,12 @@ def test_atomic_write_text_leaves_a_readable_file(tmp_path):
     atomic_write_text(tmp_path / "t.md", "x\n")
     assert (tmp_path / "t.md").read_text() == "x\n" and (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["t.md"], "no temp file left behind"
+
+
+def test_a_later_root_supersedes_an_archived_record_of_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(Path("runs"), "dann", 0, 0.50, 0.50)
+    archive_runs(*load_runs(["runs"]), tmp_path / "old.runs.jsonl")
+    _run(Path("runs"), "dann", 0, 0.90, 0.90)  # the same run folder, re-run since it was archived
+    ok, _ = load_runs([tmp_path / "old.runs.jsonl", "runs"])
+    assert len(ok) == 1 and ok[0]["metrics"]["target_test_acc"]["last"] == 0.90
