@@ -11,11 +11,15 @@
 3. Curve (paper_results/finetune/label_efficiency.{csv,png}): target accuracy vs number of labelled target
    examples for from-scratch, linear probe, full fine-tuning and LoRA (CNN backbone, last step).
 Hyper-parameters are fixed below, before any result was seen; target test labels never choose anything.
-Every job is a `dacl run -m ...` subprocess (its command is printed beside its row); finished jobs are reused.
+Every job is a `dacl run -m ...` subprocess (its command is printed beside its row); finished seeds are reused,
+from run folders or from the committed paper_results/finetune/digits.runs.jsonl (run folders are not versioned),
+so a fresh clone re-runs only what is missing (and pre-trains only if something must run).
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import shlex
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -46,6 +51,7 @@ METHODS = {"cnn": ["scratch", "linear_probe", "full_finetune", "lora", "bitfit",
            "vit": ["scratch", "linear_probe", "full_finetune", "lora", "adapters", "prefix", "bitfit", "ia3"]}
 CURVE_METHODS = ["scratch", "linear_probe", "full_finetune", "lora"]
 TRAINED_AT: set[str] = set()  # commits the runs behind the tables were trained at (reused jobs keep theirs)
+PRETRAINED: set[str] = set()  # sha256 prefixes of the pre-trained checkpoints the fine-tuning results started from
 RUNTIME = ("data_root=", "trainer.threads=", "hydra.")  # never change a result: ignored when reusing a job
 
 
@@ -54,42 +60,99 @@ def rel(path: Path) -> str:
     return os.path.relpath(path, REPO)
 
 
-def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path) -> tuple[str, list[dict]]:
-    """Run one `dacl run -m` over seeds (unless its results already exist for the same arguments)."""
-    argv = [str(REPO / ".venv" / "bin" / "dacl"), "run", "-m", *args, "seed=" + ",".join(map(str, seeds)),
-            f"hydra.sweep.dir={rel(out_dir)}", "hydra.sweep.subdir=seed${seed}"]
-    command = "dacl run -m " + shlex.join(argv[3:])
-    key = [a for a in argv[3:] if not a.startswith(RUNTIME)]
-    marker = out_dir / "job.json"
-    done = marker.is_file() and json.loads(marker.read_text()).get("key") == key and all(
-        (out_dir / f"seed{s}" / "results.json").is_file() for s in seeds)
-    if not done:
-        print(f"$ {command}", flush=True)
+ARCHIVE: dict[tuple[str, int], dict] = {}  # (job folder, seed) -> run record, read from a table's committed .runs.jsonl
+USED: dict[tuple[str, int], dict] = {}  # the records behind this invocation's tables, written back to that file
+
+
+def load_archive(path: Path) -> None:
+    """Run records committed beside a table count as finished jobs: run folders are not versioned."""
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                ARCHIVE[rec["job"], rec["seed"]] = rec
+
+
+def save_archive(path: Path) -> None:
+    merged = {**ARCHIVE, **USED}  # keeps archived jobs this invocation did not touch (e.g. other --methods)
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for _, r in sorted(merged.items())))
+
+
+def checkpoint_digest(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    return _digest(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _digest(path: str, mtime_ns: int) -> str:  # mtime in the key: a re-made checkpoint is hashed again
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
+             checkpoint: tuple[Path, Callable[[], None]] | None = None) -> tuple[str, list[dict]]:
+    """Run one `dacl run -m` over the seeds that have no result yet for the same arguments.
+
+    A seed counts as finished when its run folder holds results for the same result-changing arguments, or the
+    archive (``load_archive``) records it. ``checkpoint`` = (pre-trained file the job starts from, a function that
+    makes it): made only when a seed must actually run, and its digest is recorded with each result.
+    """
+    key = [a for a in args if not a.startswith(RUNTIME)]
+    job = rel(out_dir)
+
+    def finished(seed: int) -> dict | None:
+        run = out_dir / f"seed{seed}"
+        marker = run / "job.json"
+        if marker.is_file() and json.loads(marker.read_text()).get("key") == key and (run / "results.json").is_file():
+            res = json.loads((run / "results.json").read_text())
+            return {**res, "pretrained": checkpoint_digest(checkpoint[0])} if checkpoint else res
+        rec = ARCHIVE.get((job, seed))
+        return rec if rec is not None and rec.get("job_key") == key else None
+
+    def argv(run_seeds: list[int]) -> list[str]:
+        return [str(REPO / ".venv" / "bin" / "dacl"), "run", "-m", *args, "seed=" + ",".join(map(str, run_seeds)),
+                f"hydra.sweep.dir={job}", "hydra.sweep.subdir=seed${seed}"]
+
+    command = "dacl run -m " + shlex.join(argv(seeds)[3:])
+    missing = [s for s in seeds if finished(s) is None]
+    if missing:
+        if checkpoint:
+            checkpoint[1]()
+        print(f"$ dacl run -m {shlex.join(argv(missing)[3:])}", flush=True)
         with open(log, "a") as fh:
-            subprocess.run(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=False)
-        atomic_write_json(marker, {"key": key, "command": command})
+            subprocess.run(argv(missing), cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        for s in missing:
+            if (out_dir / f"seed{s}" / "results.json").is_file():
+                atomic_write_json(out_dir / f"seed{s}" / "job.json", {"key": key, "command": command})
     results = []
     for s in seeds:
-        path = out_dir / f"seed{s}" / "results.json"
-        results.append(json.loads(path.read_text()) if path.is_file() else {"status": "failed", "seed": s})
+        res = finished(s) or {"status": "failed", "seed": s}
+        if res.get("status") == "ok":
+            USED[job, s] = {**res, "job": job, "job_key": key, "seed": s}
+        results.append(res)
     TRAINED_AT.update(f"{r['commit'][:12]}{' (dirty)' if r.get('dirty') else ''}" for r in results if r.get("commit"))
+    PRETRAINED.update(r["pretrained"] for r in results if r.get("pretrained"))
     return command, results
 
 
 def pretrain(task: str, backbone: str, a: argparse.Namespace, log: Path) -> Path:
     spec = TASKS[task]
     out = a.runs / "pretrain" / f"{task}_{backbone}"
+    ckpt = out / "seed0" / "model.pt"
     args = [f"benchmark={spec['pretrain']}", *spec[backbone], "method=source_only", f"trainer.max_steps={a.pretrain_steps}",
             "trainer.lr=1e-3", "trainer.eval_every=500", "trainer.batch_size=64", *COMMON, f"data_root={a.data_root}", f"trainer.threads={a.threads}"]
+    if not ckpt.is_file():
+        ARCHIVE.pop((rel(out), 0), None)  # an archived record is no use without the file: pre-train again
     _, res = dacl_job(args, out, [0], log)
-    if res[0].get("status") != "ok":
+    if res[0].get("status") != "ok" or not ckpt.is_file():
         sys.exit(f"pre-training {task}/{backbone} failed: see {out}/seed0/failed.json and {log}")
-    return out / "seed0" / "model.pt"
+    return ckpt
 
 
-def finetune(task: str, backbone: str, method: str, ckpt: Path, n: int | None, steps: int, a: argparse.Namespace,
+def finetune(task: str, backbone: str, method: str, n: int | None, steps: int, a: argparse.Namespace,
              log: Path) -> tuple[str, list[dict]]:
     spec = TASKS[task]
+    ckpt = a.runs / "pretrain" / f"{task}_{backbone}" / "seed0" / "model.pt"  # made on demand by pretrain()
     args = [f"benchmark={spec['bench']}", *spec[backbone], *METHOD_ARGS.get(method, [f"method={method}"]),
             f"trainer.max_steps={steps}", f"trainer.lr={LR[method]}", f"trainer.eval_every={max(50, steps // 4)}", *COMMON]
     if method != "scratch":
@@ -99,7 +162,8 @@ def finetune(task: str, backbone: str, method: str, ckpt: Path, n: int | None, s
     args.append(f"trainer.batch_size={min(64, n or 64)}")
     args += [f"data_root={a.data_root}", f"trainer.threads={a.threads}"]
     out = a.runs / task / backbone / method / (f"n{n}" if n is not None else "all")
-    return dacl_job(args, out, a.seeds, log)
+    made = None if method == "scratch" else (ckpt, lambda: pretrain(task, backbone, a, log))
+    return dacl_job(args, out, a.seeds, log, made)
 
 
 def summary(results: list[dict], selection: str, key: str = "target_test_acc") -> tuple[float, float, int]:
@@ -154,13 +218,14 @@ def main() -> None:
     script = "python scripts/reproduce_finetune.py " + shlex.join(sys.argv[1:])
     started, provenance = time.time(), git_commit()
 
-    ckpts = {(t, b): pretrain(t, b, a, log) for t in tasks for b in backbones}
+    archive = out / "digits.runs.jsonl"  # records of every job (pre-training, table, curve) behind both outputs
+    load_archive(archive)
     rows: list[dict] = []
     if "table" in parts:
         for t in tasks:
             for b in backbones:
                 for m in (m for m in METHODS[b] if wanted is None or m in wanted):
-                    command, res = finetune(t, b, m, ckpts[t, b], None, a.vit_steps if b == "vit" else a.steps, a, log)
+                    command, res = finetune(t, b, m, None, a.vit_steps if b == "vit" else a.steps, a, log)
                     for sel, shown in (("last", "last"), ("source_val", "target_val")):  # in-domain: the
                         mean, std, n = summary(res, sel)  # "source" validation split is the target's own labelled one
                         rows.append({"benchmark": f"mnist->{t}", "task": f"mnist->{t}", "method": f"{m} [{b}]",
@@ -173,12 +238,13 @@ def main() -> None:
         for t in tasks:
             for m in (m for m in CURVE_METHODS if wanted is None or m in wanted):
                 for n in sizes:
-                    command, res = finetune(t, "cnn", m, ckpts[t, "cnn"], n, a.curve_steps if n else a.steps, a, log)
+                    command, res = finetune(t, "cnn", m, n, a.curve_steps if n else a.steps, a, log)
                     mean, std, k = summary(res, "last")
                     size = n or (res[0].get("data_sizes", {}).get("source_train") if res[0].get("status") == "ok" else None)
                     curve.append({"task": f"mnist->{t}", "method": m, "n_labels": size, "all": n is None, "mean": mean,
                                   "std": std, "n_seeds": k, "command": command})
         write_curve(curve, out / "label_efficiency", script, provenance)
+    save_archive(archive)
     print(f"done in {time.time() - started:.0f} s")
 
 
@@ -217,8 +283,9 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
            "AdapterD 85.4 @0.9M, BitFit 85.2 @0.1M — parameter-efficient updates within ~1-2 points of full FT.", "",
            "## Commands", "", f"- table: `{script}`"]
     md += [f"- {r['method']} ({r['task']}): `{r['command']}`" for r in rows if r["selection"] == "last"]
-    md += ["", f"Runs trained at commit(s): {', '.join(sorted(TRAINED_AT))}; table written at "
-           f"{provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
+    md += ["", f"Runs trained at commit(s): {', '.join(sorted(TRAINED_AT))}; pre-trained checkpoint(s) "
+           f"(sha256): {', '.join(sorted(PRETRAINED)) or 'not recorded'}; table written at "
+           f"{provenance.get('commit')} (dirty: {provenance.get('dirty')}). Run records: digits.runs.jsonl", ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
     print("\n".join(md[:md.index("## Protocol")]))
 

@@ -65,6 +65,7 @@ def main() -> None:
     a.runs.mkdir(parents=True, exist_ok=True)
     script = "python scripts/reproduce_finetune_text.py " + shlex.join(sys.argv[1:])
     started, provenance = time.time(), git_commit()
+    ft.load_archive(out.with_suffix(".runs.jsonl"))  # committed records: finished seeds are not re-run
     rows: list[dict] = []
     for source, target in pairs:
         for m in methods:
@@ -76,6 +77,7 @@ def main() -> None:
                     rows.append({"benchmark": "blitzer", "task": task, "method": m, "selection": sel, "metric": "test_acc",
                                  "mean": mean, "std": std, "n_seeds": n, "paper_value": None, "command": command, **costs})
     write_table(rows, out, a, script, provenance)
+    ft.save_archive(out.with_suffix(".runs.jsonl"))
     print(f"done in {time.time() - started:.0f} s")
 
 

@@ -1,0 +1,70 @@
+"""The fine-tuning scripts' job runner: per-seed reuse from run folders and from a table's committed run records."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ft(monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("reproduce_finetune_under_test", REPO / "scripts" / "reproduce_finetune.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setattr(sys, "argv", ["x"])
+    spec.loader.exec_module(mod)
+    mod.calls = []
+
+    def fake_run(argv, cwd, **_):  # stands in for `dacl run -m ... seed=a,b hydra.sweep.dir=D`
+        opts = dict(a.split("=", 1) for a in argv[3:] if "=" in a)
+        seeds = [int(s) for s in opts["seed"].split(",")]
+        mod.calls.append(seeds)
+        for s in seeds:
+            d = Path(cwd) / opts["hydra.sweep.dir"] / f"seed{s}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "results.json").write_text(json.dumps({"status": "ok", "seed": s, "lr": opts.get("trainer.lr"),
+                                                        "commit": "abc"}))
+
+    monkeypatch.setattr(mod.subprocess, "run", fake_run)
+    return mod
+
+
+def test_only_missing_seeds_run_and_changed_arguments_rerun(ft, tmp_path):
+    out, log = tmp_path / "runs" / "job", tmp_path / "jobs.log"
+    ft.dacl_job(["method=lora", "trainer.lr=1", "data_root=x"], out, [0], log)
+    _, res = ft.dacl_job(["method=lora", "trainer.lr=1", "data_root=elsewhere"], out, [0, 1], log)
+    assert ft.calls == [[0], [1]], "seed 0 is reused (data_root cannot change a result); only seed 1 runs"
+    assert [r["seed"] for r in res] == [0, 1] and all(r["status"] == "ok" for r in res)
+    ft.dacl_job(["method=lora", "trainer.lr=2", "data_root=x"], out, [0, 1], log)
+    assert ft.calls[-1] == [0, 1], "a result-changing argument re-runs every seed"
+
+
+def test_archived_records_stand_in_for_lost_run_folders(ft, tmp_path):
+    import shutil
+
+    out, log, archive = tmp_path / "runs" / "job", tmp_path / "jobs.log", tmp_path / "table.runs.jsonl"
+    ckpt = tmp_path / "pre" / "model.pt"
+    made = []
+
+    def make() -> None:
+        made.append(1)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_bytes(b"weights")
+
+    args = ["method=lora", "trainer.lr=1"]
+    _, first = ft.dacl_job(args, out, [0, 1], log, (ckpt, make))
+    assert made == [1] and ft.calls == [[0, 1]] and first[0]["pretrained"] == ft.checkpoint_digest(ckpt)
+    ft.save_archive(archive)
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(ckpt.parent)
+    ft.ARCHIVE.clear()
+    ft.USED.clear()
+    ft.load_archive(archive)  # a fresh clone: no run folders, no checkpoint, only the committed records
+    _, again = ft.dacl_job(args, out, [0, 1], log, (ckpt, make))
+    assert ft.calls == [[0, 1]] and made == [1], "nothing re-runs, nothing is pre-trained again"
+    assert [r["lr"] for r in again] == ["1", "1"] and again[0]["pretrained"] == first[0]["pretrained"]
+    _, more = ft.dacl_job(args, out, [0, 1, 2], log, (ckpt, make))
+    assert ft.calls[-1] == [2] and made == [1, 1], "a new seed needs the checkpoint: it is made, then only seed 2 runs"
+    assert all(r["status"] == "ok" for r in more)
