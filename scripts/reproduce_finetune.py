@@ -18,7 +18,6 @@ so a fresh clone re-runs only what is missing (and pre-trains only if something 
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import os
@@ -78,15 +77,12 @@ def save_archive(path: Path) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for _, r in sorted(merged.items())))
 
 
-def checkpoint_digest(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
-        return None
-    return _digest(str(path), path.stat().st_mtime_ns)
+def checkpoint_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else None
 
 
-@functools.lru_cache(maxsize=None)
-def _digest(path: str, mtime_ns: int) -> str:  # mtime in the key: a re-made checkpoint is hashed again
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+def pretrained_checkpoint(a: argparse.Namespace, task: str, backbone: str) -> Path:
+    return a.runs / "pretrain" / f"{task}_{backbone}" / "seed0" / "model.pt"
 
 
 def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
@@ -105,7 +101,8 @@ def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
         marker = run / "job.json"
         if marker.is_file() and json.loads(marker.read_text()).get("key") == key and (run / "results.json").is_file():
             res = json.loads((run / "results.json").read_text())
-            return {**res, "pretrained": checkpoint_digest(checkpoint[0])} if checkpoint else res
+            pretrained = json.loads(marker.read_text()).get("pretrained")  # digest recorded when the seed ran
+            return {**res, "pretrained": pretrained} if pretrained else res
         rec = ARCHIVE.get((job, seed))
         return rec if rec is not None and rec.get("job_key") == key else None
 
@@ -118,12 +115,14 @@ def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
     if missing:
         if checkpoint:
             checkpoint[1]()
+        pretrained = checkpoint_digest(checkpoint[0]) if checkpoint else None
         print(f"$ dacl run -m {shlex.join(argv(missing)[3:])}", flush=True)
         with open(log, "a") as fh:
             subprocess.run(argv(missing), cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=False)
         for s in missing:
             if (out_dir / f"seed{s}" / "results.json").is_file():
-                atomic_write_json(out_dir / f"seed{s}" / "job.json", {"key": key, "command": command})
+                atomic_write_json(out_dir / f"seed{s}" / "job.json", {"key": key, "command": command,
+                                                                     "pretrained": pretrained})
     results = []
     for s in seeds:
         res = finished(s) or {"status": "failed", "seed": s}
@@ -137,8 +136,8 @@ def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
 
 def pretrain(task: str, backbone: str, a: argparse.Namespace, log: Path) -> Path:
     spec = TASKS[task]
-    out = a.runs / "pretrain" / f"{task}_{backbone}"
-    ckpt = out / "seed0" / "model.pt"
+    ckpt = pretrained_checkpoint(a, task, backbone)
+    out = ckpt.parent.parent
     args = [f"benchmark={spec['pretrain']}", *spec[backbone], "method=source_only", f"trainer.max_steps={a.pretrain_steps}",
             "trainer.lr=1e-3", "trainer.eval_every=500", "trainer.batch_size=64", *COMMON, f"data_root={a.data_root}", f"trainer.threads={a.threads}"]
     if not ckpt.is_file():
@@ -152,7 +151,7 @@ def pretrain(task: str, backbone: str, a: argparse.Namespace, log: Path) -> Path
 def finetune(task: str, backbone: str, method: str, n: int | None, steps: int, a: argparse.Namespace,
              log: Path) -> tuple[str, list[dict]]:
     spec = TASKS[task]
-    ckpt = a.runs / "pretrain" / f"{task}_{backbone}" / "seed0" / "model.pt"  # made on demand by pretrain()
+    ckpt = pretrained_checkpoint(a, task, backbone)  # made on demand by pretrain()
     args = [f"benchmark={spec['bench']}", *spec[backbone], *METHOD_ARGS.get(method, [f"method={method}"]),
             f"trainer.max_steps={steps}", f"trainer.lr={LR[method]}", f"trainer.eval_every={max(50, steps // 4)}", *COMMON]
     if method != "scratch":

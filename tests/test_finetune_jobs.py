@@ -51,7 +51,7 @@ def test_archived_records_stand_in_for_lost_run_folders(ft, tmp_path):
     def make() -> None:
         made.append(1)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        ckpt.write_bytes(b"weights")
+        ckpt.write_bytes(b"weights %d" % len(made))  # a re-made checkpoint differs, as a re-pre-training would
 
     args = ["method=lora", "trainer.lr=1"]
     _, first = ft.dacl_job(args, out, [0, 1], log, (ckpt, make))
@@ -68,3 +68,5 @@ def test_archived_records_stand_in_for_lost_run_folders(ft, tmp_path):
     _, more = ft.dacl_job(args, out, [0, 1, 2], log, (ckpt, make))
     assert ft.calls[-1] == [2] and made == [1, 1], "a new seed needs the checkpoint: it is made, then only seed 2 runs"
     assert all(r["status"] == "ok" for r in more)
+    assert more[0]["pretrained"] == first[0]["pretrained"] != more[2]["pretrained"] == ft.checkpoint_digest(ckpt), \
+        "each seed keeps the digest of the checkpoint it actually started from"
