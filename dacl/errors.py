@@ -21,8 +21,8 @@ class DataError(DaclError):
     """A dataset file is missing, unreadable or malformed."""
 
 
-class ConfigError(DaclError):
-    """A configuration value is invalid."""
+class ConfigError(DaclError, ValueError):
+    """A configuration value is invalid (also a ValueError, what plain-Python callers expect of a bad argument)."""
 
 
 class NonFiniteLossError(DaclError):

@@ -46,6 +46,16 @@ def test_corrupt_npz(tmp_path):
     assert not list(tmp_path.rglob("results.json")) and list(tmp_path.rglob("failed.json"))
 
 
+def test_config_mistakes_deep_in_the_library_are_one_line_errors(tmp_path):
+    """A bad value caught inside a model or method (not by a registry lookup) still reaches the user as one line."""
+    line = _one_line_error(dacl("run", "model=cnn32", *FAST, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
+    assert "cnn32 expects 32x32 inputs, got image_size=28" in line and "resize" in line
+    assert not list(tmp_path.rglob("results.json"))
+    line = _one_line_error(dacl("continual", "stream=split_mnist", "stream.dataset=mnist_5k", "strategy=replay",
+                                "strategy.plugins.0.buffer=bogus", f"hydra.run.dir={tmp_path / 'cl'}", cwd=tmp_path))
+    assert "replay buffer 'bogus' unknown" in line and "reservoir" in line
+
+
 def test_list_and_unknown_command(tmp_path):
     out = dacl("list", cwd=tmp_path)
     assert out.returncode == 0 and "dann" in out.stdout and "linear_probe" in out.stdout and "mnist_usps" in out.stdout

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from dacl.errors import ConfigError, UnknownNameError
+
 CORRUPTIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {}
 
 
@@ -183,9 +185,9 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.n
     if name not in CORRUPTIONS:
         from dacl.registry import did_you_mean
 
-        raise KeyError(f"unknown corruption '{name}'{did_you_mean(name, CORRUPTIONS)}; known: {', '.join(CORRUPTIONS)}")
+        raise UnknownNameError(f"unknown corruption '{name}'{did_you_mean(name, CORRUPTIONS)}; known: {', '.join(CORRUPTIONS)}")
     if not 1 <= severity <= 5:
-        raise ValueError(f"severity must be 1..5, got {severity}")
+        raise ConfigError(f"severity must be 1..5, got {severity}")
     gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{name}/{severity}".encode()))
     grey = images.ndim == 3
     x = torch.from_numpy(images[..., None] if grey else images).permute(0, 3, 1, 2).float() / 255

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dacl.errors import ConfigError
+
 
 def to_tensor_images(x: np.ndarray, image_size: int, channels: int, mean: Sequence[float], std: Sequence[float],
                      device: torch.device | str = "cpu", chunk: int = 8192) -> torch.Tensor:
@@ -16,7 +18,7 @@ def to_tensor_images(x: np.ndarray, image_size: int, channels: int, mean: Sequen
     benchmark's config states exactly what the network sees.
     """
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"mean/std need {channels} values (one per channel), got {list(mean)} / {list(std)}")
+        raise ConfigError(f"mean/std need {channels} values (one per channel), got {list(mean)} / {list(std)}")
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     out = torch.empty((len(x), channels, image_size, image_size), dtype=torch.float32, device=device)
@@ -30,7 +32,7 @@ def to_tensor_images(x: np.ndarray, image_size: int, channels: int, mean: Sequen
             elif channels == 1:
                 t = t.mean(dim=1, keepdim=True)
             else:
-                raise ValueError(f"cannot convert {t.shape[1]} channels to {channels}")
+                raise ConfigError(f"cannot convert {t.shape[1]} channels to {channels}")
         if t.shape[-1] != image_size or t.shape[-2] != image_size:
             t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
             t = t.clamp_(0.0, 1.0)

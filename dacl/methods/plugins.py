@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from dacl.errors import ConfigError
 from dacl.methods.base import Plugin, StepState
 from dacl.metrics import entropy_from_logits
 from dacl.registry import PLUGINS
@@ -27,6 +28,6 @@ class TargetEntropy(Plugin):
         logits_t = state.outputs.get("logits_target")
         if logits_t is None:
             if state.batch.x_target is None:
-                raise ValueError("target_entropy needs target batches: use it with a DA benchmark")
+                raise ConfigError("target_entropy needs target batches: use it with a DA benchmark")
             logits_t = self.method.model(state.batch.x_target)
         state.losses["target_entropy"] = self.hparams["weight"] * entropy(logits_t)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from dacl.errors import ConfigError
 from dacl.registry import BACKBONES
 
 
@@ -18,7 +19,7 @@ class LeNet(nn.Module):
                  batch_norm: bool = False) -> None:
         super().__init__()
         if image_size != 28:
-            raise ValueError(f"lenet expects 28x28 inputs, got image_size={image_size}; resize in the benchmark config")
+            raise ConfigError(f"lenet expects 28x28 inputs, got image_size={image_size}; resize in the benchmark config")
         norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())  # noqa: E731
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, 20, kernel_size=5), norm(20), nn.MaxPool2d(2), nn.ReLU(),
@@ -39,7 +40,7 @@ class DigitsCNN32(nn.Module):
     def __init__(self, in_channels: int = 3, image_size: int = 32, out_features: int = 512, dropout: float = 0.5) -> None:
         super().__init__()
         if image_size != 32:
-            raise ValueError(f"cnn32 expects 32x32 inputs, got image_size={image_size}; resize in the benchmark config")
+            raise ConfigError(f"cnn32 expects 32x32 inputs, got image_size={image_size}; resize in the benchmark config")
 
         def stage(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 5, padding=2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
@@ -67,8 +68,6 @@ class ResNet18(nn.Module):
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         if weights:
             from pathlib import Path
-
-            from dacl.errors import ConfigError
 
             if not Path(weights).is_file():
                 raise ConfigError(f"resnet18 weights file '{weights}' not found; pass a local state_dict path or weights=null")
@@ -126,8 +125,6 @@ class ViT(nn.Module):
                                          global_pool="avg", class_token=False)
         if weights:
             from pathlib import Path
-
-            from dacl.errors import ConfigError
 
             if not Path(weights).is_file():
                 raise ConfigError(f"vit weights file '{weights}' not found; pass a local state_dict path or weights=null")

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
+from dacl.errors import ConfigError
+
 
 FISHER_LABELS = ("empirical", "true", "predicted")
 
@@ -66,7 +68,7 @@ def per_example_fisher(model: torch.nn.Module, x: Tensor, y: Tensor, labels: str
                        chunk: int = 128, seed: int = 0) -> dict[str, Tensor]:
     """Mean over examples of the squared per-example gradient of log p(label | x), per trainable parameter."""
     if labels not in FISHER_LABELS:
-        raise ValueError(f"EWC fisher '{labels}' unknown; choose one of {', '.join(FISHER_LABELS)}")
+        raise ConfigError(f"EWC fisher '{labels}' unknown; choose one of {', '.join(FISHER_LABELS)}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     was_training = model.training
     model.eval()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from dacl import distributed
+from dacl.errors import ConfigError
 from dacl.methods.base import Experience, Plugin, StepState
 from dacl.methods.cl.memory import BUFFERS, PerTaskHeads
 from dacl.registry import PLUGINS
@@ -25,7 +26,7 @@ class Replay(PerTaskHeads, Plugin):
     def attach(self, method) -> None:
         super().attach(method)
         if self.hparams["buffer"] not in BUFFERS:
-            raise ValueError(f"replay buffer '{self.hparams['buffer']}' unknown; choose one of {', '.join(BUFFERS)}")
+            raise ConfigError(f"replay buffer '{self.hparams['buffer']}' unknown; choose one of {', '.join(BUFFERS)}")
         self.buffer = BUFFERS[self.hparams["buffer"]](self.hparams["memory_size"], self.hparams["seed"])
 
     def before_backward(self, state: StepState) -> None:
@@ -48,5 +49,5 @@ class Replay(PerTaskHeads, Plugin):
         if not self.buffer.fill_at_experience_end:
             return
         if experience.data is None:
-            raise ValueError("replay with buffer=experience_balanced needs the experience's data (Experience.data)")
+            raise ConfigError("replay with buffer=experience_balanced needs the experience's data (Experience.data)")
         self.buffer.add_experience(experience.index, *experience.data)  # same data and generator on every process

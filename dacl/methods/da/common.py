@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dacl.errors import ConfigError
 from dacl.methods.base import Method, StepState
 
 
@@ -28,7 +29,7 @@ def joint_forward(method: Method, state: StepState) -> DomainOutputs:
     """One forward over cat(source, target): half the kernel launches, and BatchNorm sees both domains."""
     b = state.batch
     if b.x_target is None:
-        raise ValueError(f"method '{method.registry_name}' needs unlabelled target batches: use it with a DA benchmark")
+        raise ConfigError(f"method '{method.registry_name}' needs unlabelled target batches: use it with a DA benchmark")
     n_s = b.x.shape[0]
     logits, feats = method.model.forward_with_features(torch.cat([b.x, b.x_target]))
     out = DomainOutputs(logits[:n_s], logits[n_s:], feats[:n_s], feats[n_s:])

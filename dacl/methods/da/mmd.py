@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from dacl.errors import ConfigError
 from dacl.methods.base import StepState
 from dacl.methods.da.common import AlignmentMethod, DomainOutputs
 from dacl.registry import METHODS
@@ -35,13 +36,13 @@ def mk_mmd(source: Tensor, target: Tensor, multipliers: Sequence[float] = (0.125
         return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
     if estimator == "linear":
         if source.shape != target.shape:
-            raise ValueError(f"linear-time MMD pairs samples: batch shapes differ, {tuple(source.shape)} vs {tuple(target.shape)}")
+            raise ConfigError(f"linear-time MMD pairs samples: batch shapes differ, {tuple(source.shape)} vs {tuple(target.shape)}")
         # Gretton et al. 2012, Lemma 14: average of h over disjoint pairs (s_2i, s_2i+1, t_2i, t_2i+1).
         i = torch.arange(0, n - 1, 2, device=z.device)
         j, ti, tj = i + 1, i + n, i + n + 1
         k = lambda a, b: _kernel_sum(sq[a, b], base, multipliers)  # noqa: E731
         return (k(i, j) + k(ti, tj) - k(i, tj) - k(j, ti)).mean()
-    raise ValueError(f"unknown MMD estimator '{estimator}'; use 'quadratic' or 'linear'")
+    raise ConfigError(f"unknown MMD estimator '{estimator}'; use 'quadratic' or 'linear'")
 
 
 @METHODS.register("mmd")
@@ -59,8 +60,6 @@ class DAN(AlignmentMethod):
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
         if self.hparams["estimator"] not in ("quadratic", "linear"):
-            from dacl.errors import ConfigError
-
             raise ConfigError(f"mmd.estimator must be 'quadratic' or 'linear', got '{self.hparams['estimator']}'")
 
     def alignment_loss(self, out: DomainOutputs, state: StepState) -> Tensor:
