@@ -121,7 +121,10 @@ def _markdown(rows: list[dict], labels: list[str], command: str, provenance: dic
              "| corruption | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for t in tasks:
         lines.append(f"| {t} | " + " | ".join(f"{val[(t, m)]:.1f}" for m in labels) + " |")
-    lines += ["", f"Command: `{command}`", f"Commit: {provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
+    mean5 = {m: val[("mean@5", m)] for m in labels}
+    order = " > ".join(f"{m} {mean5[m]:.1f}" for m in sorted(labels, key=mean5.__getitem__, reverse=True))
+    lines += ["", f"Measured ordering at mean@5 (error %, highest first): {order}.",
+              "", f"Command: `{command}`", f"Commit: {provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
     return "\n".join(lines)
 
 
