@@ -12,8 +12,8 @@ Tasks: `usps` = MNIST -> USPS with LeNet-BN in SHOT's source recipe (configs/exp
 `mnistm` = MNIST -> MNIST-M with the 32x32 RGB CNN (BatchNorm after each conv) trained source-only by
 experiment=mnist_mnistm, i.e. the same source model as the DA table's source_only row.
 Each (task, seed) is computed once into runs/tta_digits/<task>/seed<k>.json and reused, as are the per-seed records
-of the committed table's .json (so a fresh clone adds a seed without re-running the others); the table reports
-the mean and std over the seeds asked for. Reference: SHOT (Liang et al. 2020, digits table) M->U source 79.7, SHOT-IM 97.7.
+of the committed table's .json (so a fresh clone adds a seed without re-running the others; --force recomputes);
+the table reports the mean and std over the seeds asked for. Reference: SHOT (Liang et al. 2020, digits table) M->U source 79.7, SHOT-IM 97.7.
 """
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ from dacl.reporting import to_csv  # noqa: E402
 # experiment overrides, default offline epochs, output name, paper values (SHOT'20 digits table; none for M->MNIST-M)
 TASKS = {
     "usps": {"overrides": ["+experiment=tta_source_mnist"], "epochs": 15, "out": "digits", "title": "MNIST -> USPS (LeNet-BN source model)",
-             "paper": {"source": 79.7, "shot_im [offline]": 97.7}},
+             "paper": {"source": 79.7, "shot_im [offline]": 97.7},
+             # issue 5's goal; `shot` is SHOT-IM with its clustering pseudo-labels, the part the issue calls optional
+             "goal": {"min": 95.0, "rows": ["shot_im [offline]", "shot [offline]"], "text": "issue 5, SHOT-IM >= 95 on M->U"}},
     "mnistm": {"overrides": ["+experiment=mnist_mnistm", "method=source_only"], "epochs": 1, "out": "mnist_mnistm",
                "title": "MNIST -> MNIST-M (32x32 CNN-BN source model)", "paper": {}},
 }
@@ -84,6 +86,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=None, help="offline epochs (default per task: usps 15, mnistm 1)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--force", action="store_true", help="recompute every seed asked for, reusing no cached or committed record")
     ap.add_argument("--runs", default=str(REPO / "runs"), help="root of the source runs and per-seed results")
     ap.add_argument("--out", default=str(REPO / "paper_results" / "tta"), help="folder of the tables")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for the source runs, e.g. trainer.max_steps=100")
@@ -105,8 +108,8 @@ def seed_result(task: str, seed: int, args, device: torch.device) -> dict:
     wanted = {"epochs": args.epochs or TASKS[task]["epochs"], "overrides": args.overrides}
     cache = Path(args.runs) / "tta_digits" / task / f"seed{seed}.json"
     table = (Path(args.out) / TASKS[task]["out"]).with_suffix(".json")
-    candidates = [json.loads(cache.read_text())] if cache.exists() else []
-    if table.exists():
+    candidates = [json.loads(cache.read_text())] if cache.exists() and not args.force else []
+    if table.exists() and not args.force:
         candidates += [r for r in json.loads(table.read_text()).get("per_seed", []) if r.get("seed") == seed]
     for result in candidates:
         if {k: result.get(k) for k in wanted} == wanted:
@@ -135,6 +138,13 @@ def write_table(task: str, per_seed: list[dict], command: str, device: torch.dev
     md += ["", "No selection: every number is the model after adaptation (online lr 1e-3, batch 128; offline lr 1e-2 "
            "with SHOT's decay, batch 64). Seeds: " + ", ".join(str(r["seed"]) for r in per_seed)
            + " (each seed trains its own source model). Source runs: " + ", ".join(relative(r["source_run"]) for r in per_seed) + "."]
+    if "goal" in spec:
+        goal, verdicts = spec["goal"], []
+        for m in goal["rows"]:
+            mean = statistics.mean(100 * r["accuracy"][m] for r in per_seed)
+            verdicts.append(f"{m} {mean:.2f}: " + ("met" if mean >= goal["min"] else f"missed by {goal['min'] - mean:.2f}"))
+        md += ["", f"Goal ({goal['text']}, mean over seeds): " + "; ".join(verdicts) + ". `shot` is SHOT-IM with its "
+               "clustering pseudo-labels (weight 0.3), the variant the issue names as optional."]
     md += NOTES.get(task, [])
     md += ["", f"Command: `{command}`", "Commits of the seeds: " + ", ".join(f"{r.get('commit', '?')[:10]} (dirty: {r.get('dirty')})" for r in per_seed), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
@@ -156,7 +166,7 @@ NOTES = {
              "own source recipe and schedule, one piece at a time on seed 0: + lr decay 86-88 (30 epochs); + label "
              "smoothing 0.1 in the source 91-94 (unstable across epochs); + Linear-BN bottleneck without ReLU and a "
              "weight-normalised head 94.9-95.1 from epoch 3 to 15 (stable). That last recipe is the default of "
-             "configs/experiment/tta_source_mnist.yaml; the table is re-run end to end by the command below. Seeds 1 "
+             "configs/experiment/tta_source_mnist.yaml; the command below with --force re-runs the table end to end. Seeds 1 "
              "and 2 were added afterwards with no further change; the issue's goal (SHOT-IM >= 95) is judged on the "
              "mean over seeds, see the per-seed column."],
     "mnistm": ["", "The source model is the plain DA recipe (experiment=mnist_mnistm, source_only, 5,000 steps; SHOT's "

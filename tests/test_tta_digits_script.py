@@ -19,16 +19,16 @@ def tta(monkeypatch):
     def fake_adapt(task, seed, args, device):  # stands in for training a source model and adapting it
         mod.calls.append(seed)
         return {"task": "mnist->mnist_m", "seed": seed, "epochs": args.epochs or 1, "overrides": args.overrides,
-                "accuracy": {"source": 0.1 + seed / 100, "tent [online]": 0.4 + seed / 100}, "source_run": "r", "commit": "c", "dirty": False}
+                "accuracy": {"source": 0.1 + seed / 100, "shot_im [offline]": 0.949, "shot [offline]": 0.9501}, "source_run": "r", "commit": "c", "dirty": False}
 
     monkeypatch.setattr(mod, "adapt_one", fake_adapt)
     return mod
 
 
-def run(mod, monkeypatch, tmp_path, *argv):
-    monkeypatch.setattr(sys, "argv", ["x", "--tasks", "mnistm", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *argv])
+def run(mod, monkeypatch, tmp_path, *argv, task="mnistm"):
+    monkeypatch.setattr(sys, "argv", ["x", "--tasks", task, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *argv])
     mod.main()
-    return json.loads((tmp_path / "out" / "mnist_mnistm.json").read_text())
+    return json.loads((tmp_path / "out" / mod.TASKS[task]["out"]).with_suffix(".json").read_text())
 
 
 def test_committed_seeds_are_reused_and_only_new_ones_run(tta, monkeypatch, tmp_path):
@@ -43,3 +43,11 @@ def test_committed_seeds_are_reused_and_only_new_ones_run(tta, monkeypatch, tmp_
     assert "| source | 10.50 ± 0.71 | 2 | 10.00 / 11.00 |" in md
     run(tta, monkeypatch, tmp_path, "--seeds", "0,1", "--epochs", "2")
     assert tta.calls == [0, 1, 0, 1], "records made with other settings are never reused"
+    run(tta, monkeypatch, tmp_path, "--seeds", "0,1", "--epochs", "2", "--force")
+    assert tta.calls == [0, 1, 0, 1, 0, 1], "--force recomputes every seed"
+
+
+def test_goal_line_is_computed_from_the_seeds(tta, monkeypatch, tmp_path):
+    run(tta, monkeypatch, tmp_path, "--seeds", "0", task="usps")
+    md = (tmp_path / "out" / "digits.md").read_text()
+    assert "shot_im [offline] 94.90: missed by 0.10; shot [offline] 95.01: met" in md
