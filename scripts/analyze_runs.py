@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    commit = git_commit()  # before anything is written: the outputs themselves would make the tree dirty
     device = resolve_device(args.device)
     command = f"python scripts/analyze_runs.py {shlex.join(sys.argv[1:])}"
     rows, panels, curves = [], {}, {}
@@ -86,7 +87,6 @@ def main() -> None:
     w.writeheader()
     w.writerows({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
-    commit = git_commit()
     md = [f"# Feature analysis: {rows[0]['task']}", "",
           "Proxy A-distance (PAD) between source-test and target-test bottleneck features (linear domain classifier, "
           "balanced halves; 0 = indistinguishable, 2 = separable), target accuracy and ECE (%) of the final model "

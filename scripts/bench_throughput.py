@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--amp", default="auto")
     ap.add_argument("--out", default=str(REPO / "paper_results" / "throughput"))
     args = ap.parse_args()
-
+    provenance = git_commit()  # before anything is written: the outputs themselves would make the tree dirty
     device = resolve_device(args.device)
     bench = args.benchmark or ("mnist_usps" if args.data_root else "digits_offline")
     data = BENCHMARKS.get(bench)(data_root=args.data_root, device=device)
@@ -90,12 +90,12 @@ def main() -> None:
                                                 f"{r['images_per_second']:.0f}", f"{r['ms_per_step']:.1f}", f"{rel:.2f}", f"{rel_img:.2f}",
                                                 shlex.quote(command)]))
         md.append(f"| {r['method']} | {r['images_per_second']:.0f} | {r['ms_per_step']:.1f} | {rel:.2f}x | {rel_img:.2f}x |")
-    md += ["", f"Command: `{command}`", f"Commit: {git_commit()['commit']}", ""]
+    md += ["", f"Command: `{command}`", f"Commit: {provenance['commit']} (dirty: {provenance['dirty']})", ""]
     out = Path(args.out)
     atomic_write_text(out / f"{device.type}.csv", "\n".join(lines) + "\n")
     atomic_write_text(out / f"{device.type}.md", "\n".join(md))
     atomic_write_json(out / f"{device.type}.json", {"rows": rows, "command": command, "hardware": hardware(device),
-                                                     "versions": versions(), **git_commit()})
+                                                     "versions": versions(), **provenance})
 
 
 if __name__ == "__main__":

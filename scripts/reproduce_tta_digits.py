@@ -51,7 +51,7 @@ TASKS = {
 }
 
 
-def adapt_one(task: str, seed: int, args, device: torch.device) -> dict:
+def adapt_one(task: str, seed: int, args, device: torch.device, provenance: dict) -> dict:
     """All rows for one (task, seed): train or reuse the source run, then adapt fresh copies of it."""
     spec = TASKS[task]
     overrides = spec["overrides"] + [f"data_root={args.data_root}", f"seed={seed}"] + args.overrides
@@ -76,7 +76,7 @@ def adapt_one(task: str, seed: int, args, device: torch.device) -> dict:
         acc[label] = evaluate_adapted(method, x_test, y_test)
         print(task, seed, label, acc[label], flush=True)
     return {"task": data.task, "seed": seed, "epochs": args.epochs or spec["epochs"], "overrides": args.overrides, "accuracy": acc,
-            "source_run": str(run_dir), **git_commit(), "hardware": hardware(device)}
+            "source_run": str(run_dir), **provenance, "hardware": hardware(device)}
 
 
 def main() -> None:
@@ -92,16 +92,17 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for the source runs, e.g. trainer.max_steps=100")
     args = ap.parse_args()
     command = "python scripts/reproduce_tta_digits.py " + shlex.join(sys.argv[1:])
+    provenance = git_commit()  # before anything is written: the outputs themselves would make the tree dirty
     device = resolve_device(args.device)
     seeds = [int(s) for s in args.seeds.split(",")]
     for task in args.tasks.split(","):
         if task not in TASKS:
             raise SystemExit(f"unknown task '{task}'; choose from {', '.join(TASKS)}")
-        per_seed = [seed_result(task, seed, args, device) for seed in seeds]
-        write_table(task, per_seed, command, device, Path(args.out))
+        per_seed = [seed_result(task, seed, args, device, provenance) for seed in seeds]
+        write_table(task, per_seed, command, device, Path(args.out), provenance)
 
 
-def seed_result(task: str, seed: int, args, device: torch.device) -> dict:
+def seed_result(task: str, seed: int, args, device: torch.device, provenance: dict) -> dict:
     """One seed's rows: from runs/tta_digits/<task>/seed<k>.json, else from the committed table's per-seed
     records (run folders are not versioned, so a fresh clone adds seeds without re-running the old ones), else
     computed. A record computed with other epochs or overrides is never reused."""
@@ -114,12 +115,12 @@ def seed_result(task: str, seed: int, args, device: torch.device) -> dict:
     for result in candidates:
         if {k: result.get(k) for k in wanted} == wanted:
             return result
-    result = adapt_one(task, seed, args, device)
+    result = adapt_one(task, seed, args, device, provenance)
     atomic_write_json(cache, result)
     return result
 
 
-def write_table(task: str, per_seed: list[dict], command: str, device: torch.device, out_dir: Path) -> None:
+def write_table(task: str, per_seed: list[dict], command: str, device: torch.device, out_dir: Path, provenance: dict) -> None:
     spec, epochs = TASKS[task], per_seed[0]["epochs"]
     names = list(per_seed[0]["accuracy"])
     rows = []
@@ -148,7 +149,7 @@ def write_table(task: str, per_seed: list[dict], command: str, device: torch.dev
     md += NOTES.get(task, [])
     md += ["", f"Command: `{command}`", "Commits of the seeds: " + ", ".join(f"{r.get('commit', '?')[:10]} (dirty: {r.get('dirty')})" for r in per_seed), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
-    atomic_write_json(out.with_suffix(".json"), {"command": command, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **git_commit(),
+    atomic_write_json(out.with_suffix(".json"), {"command": command, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance,
                                                  "hardware": hardware(device), "versions": versions(), "per_seed": per_seed})
     print("\n".join(md), flush=True)
 

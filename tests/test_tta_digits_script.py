@@ -16,7 +16,7 @@ def tta(monkeypatch):
     spec.loader.exec_module(mod)
     mod.calls = []
 
-    def fake_adapt(task, seed, args, device):  # stands in for training a source model and adapting it
+    def fake_adapt(task, seed, args, device, provenance):  # stands in for training a source model and adapting it
         mod.calls.append(seed)
         return {"task": "mnist->mnist_m", "seed": seed, "epochs": args.epochs or 1, "overrides": args.overrides,
                 "accuracy": {"source": 0.1 + seed / 100, "shot_im [offline]": 0.949, "shot [offline]": 0.9501}, "source_run": "r", "commit": "c", "dirty": False}
