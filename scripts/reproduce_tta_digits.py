@@ -155,7 +155,9 @@ def write_table(task: str, per_seed: list[dict], command: str, device: torch.dev
 
 
 def relative(path: str) -> str:
-    return str(Path(path).relative_to(REPO)) if Path(path).is_relative_to(REPO) else path
+    """runs/... of a source run, whichever checkout made it (records made elsewhere keep their absolute path)."""
+    parts = Path(path).parts
+    return str(Path(*parts[parts.index("runs"):])) if "runs" in parts else path
 
 
 NOTES = {
