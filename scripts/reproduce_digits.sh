@@ -19,9 +19,12 @@ for task in $TASKS; do
     .venv/bin/dacl run -m +experiment=mnist_usps_tllib_grl seed="$SEEDS" data_root="$DATA_ROOT"
     extra+=(runs/mnist_usps_tllib_grl)
   fi
-  if [ -f "configs/experiment/${task}_deepjdot_authors.yaml" ]; then  # pre-declared: the DeepJDOT authors' weights
-    .venv/bin/dacl run -m +experiment="${task}_deepjdot_authors" seed="$SEEDS" data_root="$DATA_ROOT"  # same tag: runs/$task
-  fi
+  # pre-declared variants, same tag (runs/$task): the DeepJDOT authors' weights; CORAL's weight by the paper's rule
+  for variant in deepjdot_authors coral_balanced; do
+    if [ -f "configs/experiment/${task}_${variant}.yaml" ]; then
+      .venv/bin/dacl run -m +experiment="${task}_${variant}" seed="$SEEDS" data_root="$DATA_ROOT"
+    fi
+  done
   roots=()
   archive="paper_results/digits/$task.runs.jsonl"   # committed records of runs made on earlier machines;
   [ -f "$archive" ] && roots+=("$archive")           # listed first, so a run folder at the same path supersedes it
