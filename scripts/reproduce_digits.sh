@@ -19,8 +19,9 @@ for task in $TASKS; do
     .venv/bin/dacl run -m +experiment=mnist_usps_tllib_grl seed="$SEEDS" data_root="$DATA_ROOT"
     extra+=(runs/mnist_usps_tllib_grl)
   fi
-  # pre-declared variants, same tag (runs/$task): the DeepJDOT authors' weights; CORAL's weight by the paper's rule
-  for variant in deepjdot_authors coral_balanced; do
+  # pre-declared variants, same tag (runs/$task): the DeepJDOT authors' weights, CORAL's weight by the paper's rule,
+  # self-training with rounds + class-balanced thresholds
+  for variant in deepjdot_authors coral_balanced self_training_rounds; do
     if [ -f "configs/experiment/${task}_${variant}.yaml" ]; then
       .venv/bin/dacl run -m +experiment="${task}_${variant}" seed="$SEEDS" data_root="$DATA_ROOT"
     fi
