@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=None, help="offline epochs (default per task: usps 15, mnistm 1)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--note", action="append", default=[], help="an extra note line for the table (kept in the printed command)")
     ap.add_argument("--force", action="store_true", help="recompute every seed asked for, reusing no cached or committed record")
     ap.add_argument("--runs", default=str(REPO / "runs"), help="root of the source runs and per-seed results")
     ap.add_argument("--out", default=str(REPO / "paper_results" / "tta"), help="folder of the tables")
@@ -99,7 +100,7 @@ def main() -> None:
         if task not in TASKS:
             raise SystemExit(f"unknown task '{task}'; choose from {', '.join(TASKS)}")
         per_seed = [seed_result(task, seed, args, device, provenance) for seed in seeds]
-        write_table(task, per_seed, command, device, Path(args.out), provenance)
+        write_table(task, per_seed, command, device, Path(args.out), provenance, args.note)
 
 
 def seed_result(task: str, seed: int, args, device: torch.device, provenance: dict) -> dict:
@@ -120,7 +121,8 @@ def seed_result(task: str, seed: int, args, device: torch.device, provenance: di
     return result
 
 
-def write_table(task: str, per_seed: list[dict], command: str, device: torch.device, out_dir: Path, provenance: dict) -> None:
+def write_table(task: str, per_seed: list[dict], command: str, device: torch.device, out_dir: Path, provenance: dict,
+                notes: list[str]) -> None:
     spec, epochs = TASKS[task], per_seed[0]["epochs"]
     names = list(per_seed[0]["accuracy"])
     rows = []
@@ -147,6 +149,7 @@ def write_table(task: str, per_seed: list[dict], command: str, device: torch.dev
         md += ["", f"Goal ({goal['text']}, mean over seeds): " + "; ".join(verdicts) + ". `shot` is SHOT-IM with its "
                "clustering pseudo-labels (weight 0.3), the variant the issue names as optional."]
     md += NOTES.get(task, [])
+    md += [line for note in notes for line in ("", note)]
     md += ["", f"Command: `{command}`", "Commits of the seeds: " + ", ".join(f"{r.get('commit', '?')[:10]} (dirty: {r.get('dirty')})" for r in per_seed), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
     atomic_write_json(out.with_suffix(".json"), {"command": command, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance,

@@ -180,3 +180,25 @@ def test_a_later_root_supersedes_an_archived_record_of_the_same_run(tmp_path, mo
     _run(Path("runs"), "dann", 0, 0.90, 0.90)  # the same run folder, re-run since it was archived
     ok, _ = load_runs([tmp_path / "old.runs.jsonl", "runs"])
     assert len(ok) == 1 and ok[0]["metrics"]["target_test_acc"]["last"] == 0.90
+
+
+def test_git_commit_names_the_files_that_make_a_tree_dirty(tmp_path):
+    import subprocess
+
+    from dacl.engine.results import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "table.md").write_text("| a |\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    clean = git_commit(tmp_path)
+    assert clean["commit"] and clean["dirty"] is False and "dirty_paths" not in clean
+    (tmp_path / "untracked.txt").write_text("ignored: only tracked files count\n")
+    assert git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "table.md").write_text("| b |\n")
+    dirty = git_commit(tmp_path)
+    assert dirty["dirty"] is True and dirty["dirty_paths"] == ["table.md"]

@@ -48,6 +48,7 @@ def test_committed_seeds_are_reused_and_only_new_ones_run(tta, monkeypatch, tmp_
 
 
 def test_goal_line_is_computed_from_the_seeds(tta, monkeypatch, tmp_path):
-    run(tta, monkeypatch, tmp_path, "--seeds", "0", task="usps")
+    run(tta, monkeypatch, tmp_path, "--seeds", "0", "--note", "Seed 0 ran beside another job.", task="usps")
     md = (tmp_path / "out" / "digits.md").read_text()
+    assert "\n\nSeed 0 ran beside another job.\n" in md and "--note 'Seed 0 ran beside another job.'" in md
     assert "shot_im [offline] 94.90: missed by 0.10; shot [offline] 95.01: met" in md

@@ -46,13 +46,17 @@ def _json_default(o: Any) -> Any:
 
 
 def git_commit(repo: str | Path | None = None) -> dict[str, Any]:
-    """HEAD commit and whether the tree had uncommitted changes (a dirty run is not a reproducible one)."""
+    """HEAD commit and whether the tree had uncommitted changes (a dirty run is not a reproducible one); when
+    dirty, which tracked files differ, so a reader can tell changed code from, say, a table rewritten beside it."""
     cwd = str(repo or Path(__file__).resolve().parents[2])
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
-                                    text=True, timeout=10).stdout.strip())
-        return {"commit": sha or None, "dirty": dirty}
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
+                                 text=True, timeout=10).stdout.splitlines()
+        info: dict[str, Any] = {"commit": sha or None, "dirty": bool(changed)}
+        if changed:
+            info["dirty_paths"] = sorted(line[3:] for line in changed)[:50]
+        return info
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
