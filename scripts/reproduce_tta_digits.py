@@ -99,20 +99,20 @@ def main() -> None:
     for task in args.tasks.split(","):
         if task not in TASKS:
             raise SystemExit(f"unknown task '{task}'; choose from {', '.join(TASKS)}")
-        per_seed = [seed_result(task, seed, args, device, provenance) for seed in seeds]
+        table = (Path(args.out) / TASKS[task]["out"]).with_suffix(".json")
+        committed = json.loads(table.read_text()).get("per_seed", []) if table.exists() and not args.force else []
+        per_seed = [seed_result(task, seed, args, device, provenance, [r for r in committed if r.get("seed") == seed])
+                    for seed in seeds]
         write_table(task, per_seed, command, device, Path(args.out), provenance, args.note)
 
 
-def seed_result(task: str, seed: int, args, device: torch.device, provenance: dict) -> dict:
-    """One seed's rows: from runs/tta_digits/<task>/seed<k>.json, else from the committed table's per-seed
-    records (run folders are not versioned, so a fresh clone adds seeds without re-running the old ones), else
-    computed. A record computed with other epochs or overrides is never reused."""
+def seed_result(task: str, seed: int, args, device: torch.device, provenance: dict, committed: list[dict]) -> dict:
+    """One seed's rows: from runs/tta_digits/<task>/seed<k>.json, else from ``committed`` (this seed's records in
+    the committed table; run folders are not versioned, so a fresh clone adds seeds without re-running the old
+    ones), else computed. A record computed with other epochs or overrides is never reused."""
     wanted = {"epochs": args.epochs or TASKS[task]["epochs"], "overrides": args.overrides}
     cache = Path(args.runs) / "tta_digits" / task / f"seed{seed}.json"
-    table = (Path(args.out) / TASKS[task]["out"]).with_suffix(".json")
-    candidates = [json.loads(cache.read_text())] if cache.exists() and not args.force else []
-    if table.exists() and not args.force:
-        candidates += [r for r in json.loads(table.read_text()).get("per_seed", []) if r.get("seed") == seed]
+    candidates = ([json.loads(cache.read_text())] if cache.exists() and not args.force else []) + committed
     for result in candidates:
         if {k: result.get(k) for k in wanted} == wanted:
             return result
@@ -143,18 +143,25 @@ def write_table(task: str, per_seed: list[dict], command: str, device: torch.dev
            + " (each seed trains its own source model). Source runs: " + ", ".join(relative(r["source_run"]) for r in per_seed) + "."]
     if "goal" in spec:
         goal, verdicts = spec["goal"], []
+        mean_of = dict(zip(names, (r["mean"] for r in rows)))
         for m in goal["rows"]:
-            mean = statistics.mean(100 * r["accuracy"][m] for r in per_seed)
+            mean = mean_of[m]
             verdicts.append(f"{m} {mean:.2f}: " + ("met" if mean >= goal["min"] else f"missed by {goal['min'] - mean:.2f}"))
         md += ["", f"Goal ({goal['text']}, mean over seeds): " + "; ".join(verdicts) + ". `shot` is SHOT-IM with its "
                "clustering pseudo-labels (weight 0.3), the variant the issue names as optional."]
     md += NOTES.get(task, [])
     md += [line for note in notes for line in ("", note)]
-    md += ["", f"Command: `{command}`", "Commits of the seeds: " + ", ".join(f"{r.get('commit', '?')[:10]} (dirty: {r.get('dirty')})" for r in per_seed), ""]
+    md += ["", f"Command: `{command}`", "Commits of the seeds: " + ", ".join(map(commit_label, per_seed)), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
     atomic_write_json(out.with_suffix(".json"), {"command": command, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance,
                                                  "hardware": hardware(device), "versions": versions(), "per_seed": per_seed})
     print("\n".join(md), flush=True)
+
+
+def commit_label(record: dict) -> str:
+    """`abc1234567 (dirty: True: paths)`: the changed paths (recorded since dirty_paths exists) say what made it dirty."""
+    paths = f": {', '.join(record['dirty_paths'])}" if record.get("dirty_paths") else ""
+    return f"{record.get('commit', '?')[:10]} (dirty: {record.get('dirty')}{paths})"
 
 
 def relative(path: str) -> str:

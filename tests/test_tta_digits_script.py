@@ -19,7 +19,7 @@ def tta(monkeypatch):
     def fake_adapt(task, seed, args, device, provenance):  # stands in for training a source model and adapting it
         mod.calls.append(seed)
         return {"task": "mnist->mnist_m", "seed": seed, "epochs": args.epochs or 1, "overrides": args.overrides,
-                "accuracy": {"source": 0.1 + seed / 100, "shot_im [offline]": 0.949, "shot [offline]": 0.9501}, "source_run": "r", "commit": "c", "dirty": False}
+                "accuracy": {"source": 0.1 + seed / 100, "shot_im [offline]": 0.949, "shot [offline]": 0.9501}, "source_run": "r", "commit": "c", "dirty": True, "dirty_paths": ["table.md"]}
 
     monkeypatch.setattr(mod, "adapt_one", fake_adapt)
     return mod
@@ -41,6 +41,7 @@ def test_committed_seeds_are_reused_and_only_new_ones_run(tta, monkeypatch, tmp_
     assert [r["seed"] for r in table["per_seed"]] == [0, 1]
     md = (tmp_path / "out" / "mnist_mnistm.md").read_text()
     assert "| source | 10.50 ± 0.71 | 2 | 10.00 / 11.00 |" in md
+    assert "Commits of the seeds: c (dirty: True: table.md), c (dirty: True: table.md)" in md
     run(tta, monkeypatch, tmp_path, "--seeds", "0,1", "--epochs", "2")
     assert tta.calls == [0, 1, 0, 1], "records made with other settings are never reused"
     run(tta, monkeypatch, tmp_path, "--seeds", "0,1", "--epochs", "2", "--force")
