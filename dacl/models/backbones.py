@@ -1,6 +1,7 @@
 """Feature extractors for digits. Each returns flat features and exposes ``out_features``."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from dacl.errors import ConfigError
@@ -51,6 +52,33 @@ class DigitsCNN32(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.conv(x))
+
+
+@BACKBONES.register("dann_digits")
+class DANNDigitsCNN(nn.Module):
+    """The conv trunk of Ganin et al. 2016 (JMLR, MNIST->MNIST-M): conv5-32, pool, conv5-48, pool, flattened.
+
+    ~5.7 M multiply-adds per 32x32 image, ~20x fewer than cnn32, which is what lets every digits DA method
+    run with 3 seeds on a CPU; and it is the network behind DANN's published MNIST-M numbers. dacl's bottleneck
+    (Linear-BN-ReLU) stands in for the paper's fully connected layers.
+    """
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, dropout: float = 0.0) -> None:
+        super().__init__()
+        if image_size < 20:
+            raise ConfigError(f"dann_digits needs inputs of at least 20x20, got image_size={image_size}")
+        self.conv = nn.Sequential(
+            # pool before ReLU (the two commute): the ReLU then touches 4x fewer values
+            nn.Conv2d(in_channels, 32, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 48, kernel_size=5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
+        self.conv.to(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU (1.4x per step here)
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.out_features = 48 * side * side
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x.contiguous(memory_format=torch.channels_last))
 
 
 @BACKBONES.register("resnet18")
