@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Reproduces paper_results/digits/<task>.{md,csv} for the digits DA table (issue 3):
-#   TASKS: mnist_usps usps_mnist mnist_mnistm     METHODS: all eight below     SEEDS: 0,1,2
-# Cost on 2 CPU cores, 5,000 iterations per run: ~3 min (source_only) to ~9 min (cdan) per run, i.e. ~2 h per
-# task for 8 methods x 3 seeds; minutes on a GPU. Override e.g. TASKS=mnist_usps METHODS=cdan_e SEEDS=0.
+#   TASKS: mnist_usps usps_mnist mnist_mnistm_dann_net mnist_mnistm     METHODS: all nine below     SEEDS: 0,1,2
+# Cost on 2 CPU cores, 5,000 iterations per run: ~3 min (source_only) to ~9 min (cdan) per LeNet run, i.e. ~2 h per
+# task for 9 methods x 3 seeds; mnist_mnistm_dann_net (the DANN paper's network) ~8-13 min per run, ~2.5 h;
+# mnist_mnistm (cnn32) ~1.5-2 h per run, ~40 h: leave it to a GPU. Minutes on a GPU.
+# Override e.g. TASKS=mnist_usps METHODS=cdan_e SEEDS=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_ROOT=${DATA_ROOT:-../shared/data}
-TASKS=${TASKS:-mnist_usps usps_mnist mnist_mnistm}
+TASKS=${TASKS:-mnist_usps usps_mnist mnist_mnistm_dann_net mnist_mnistm}
 METHODS=${METHODS:-source_only,dann,cdan,cdan_e,mmd,coral,deepjdot,self_training,adamatch}
 SEEDS=${SEEDS:-0,1,2}
 make install
 for task in $TASKS; do
+  validators=()  # MNIST-M runs also feed the validator study (scripts/validator_study.py): score every validator
+  case "$task" in mnist_mnistm*) validators=('trainer.validators=[source_val,entropy,im,bnm,snd,dev]') ;; esac
   for seed in ${SEEDS//,/ }; do  # seed-major: every method gets seed 0 before any gets seed 1
-    .venv/bin/dacl run -m +experiment="$task" method="$METHODS" seed="$seed" data_root="$DATA_ROOT"
+    .venv/bin/dacl run -m +experiment="$task" method="$METHODS" seed="$seed" data_root="$DATA_ROOT" "${validators[@]}"
   done
   extra=()
   if [ "$task" = mnist_usps ]; then  # the pre-declared DANN variant with TLlib's GRL warm start

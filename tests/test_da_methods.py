@@ -12,6 +12,8 @@ from dacl.methods.da.cdan import MultilinearMap, entropy_weights
 from dacl.methods.da.coral import coral_loss
 from dacl.methods.da.deepjdot import jdot_cost, label_cost, transport_plan
 from dacl.methods.da.mmd import mk_mmd
+from dacl.errors import ConfigError
+from dacl.models.classifier import build_classifier
 from dacl.registry import METHODS
 
 g = torch.Generator().manual_seed(0)
@@ -174,3 +176,35 @@ def test_cdan_switches_to_the_randomized_map_for_large_products():
     rnd = METHODS.build("cdan_e", max_exact_dim=1000, randomized_dim=512)
     rnd.setup(model, 10)
     assert rnd.map.randomized and rnd.map.out_features == 512 and rnd.hparams["entropy"]
+
+
+def test_dann_digits_trunk_matches_the_paper_shapes_and_its_layout_trick_changes_nothing():
+    """Ganin et al.'s MNIST-M trunk: 32x32 -> 48x5x5 = 1,200 features. channels_last and pool-before-ReLU are
+    speed tricks only: the same weights on a plain NCHW conv-ReLU-pool stack must give the same features."""
+    torch.manual_seed(0)
+    model = build_classifier("dann_digits", num_classes=10, in_channels=3, image_size=32, bottleneck_dim=100)
+    trunk = model.backbone
+    assert trunk.out_features == 1200 and model.feature_dim == 100
+    x = torch.randn(8, 3, 32, 32)
+    c1, c2 = trunk.conv[0], trunk.conv[3]
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(32, 48, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten())
+    ref[0].load_state_dict(c1.state_dict())
+    ref[3].load_state_dict(c2.state_dict())
+    trunk.eval()
+    torch.testing.assert_close(trunk(x), ref(x), rtol=1e-4, atol=1e-5)
+    assert model(x).shape == (8, 10)
+    with pytest.raises(ConfigError, match="at least 20x20"):
+        build_classifier("dann_digits", num_classes=10, in_channels=3, image_size=16)
+
+
+def test_cnn32_pool_before_relu_and_channels_last_match_the_plain_conv_bn_relu_pool_stack():
+    import copy
+    torch.manual_seed(0)
+    trunk = build_classifier("cnn32", num_classes=10, in_channels=3, image_size=32).backbone.eval()
+    layers = [copy.deepcopy(m).to(memory_format=torch.contiguous_format) for m in trunk.conv]
+    for k in range(0, 12, 4):  # conv, bn, pool, relu -> conv, bn, relu, pool
+        layers[k + 2], layers[k + 3] = layers[k + 3], layers[k + 2]
+    x = torch.randn(4, 3, 32, 32)
+    assert isinstance(layers[2], torch.nn.ReLU) and layers[0].weight.is_contiguous()
+    torch.testing.assert_close(trunk.conv(x), torch.nn.Sequential(*layers)(x), rtol=1e-4, atol=1e-5)
