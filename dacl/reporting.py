@@ -28,6 +28,16 @@ NON_RESULT_KEYS = frozenset({"method", "benchmark", "seed", "tag", "experiment",
                              "download", *(f"trainer.{k}" for k in RUNTIME_OPTIONS)})
 
 
+def commit_label(record: dict[str, Any], width: int = 12) -> str:
+    """``abc123456789``, or ``abc123456789 (dirty: table.md)`` naming the changed files when the run recorded them
+    (``git_commit``'s dirty_paths), so a reader tells changed code from a table rewritten beside the run."""
+    sha = (record.get("commit") or "?")[:width]
+    if not record.get("dirty"):
+        return sha
+    paths = record.get("dirty_paths")
+    return f"{sha} (dirty: {', '.join(paths)})" if paths else f"{sha} (dirty)"
+
+
 def config_key(command: str | None) -> tuple[str, ...]:
     """The result-changing overrides of a run's command, sorted: runs differing only in seed share a key."""
     if not command:

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dacl.reporting import aggregate, archive_runs, load_runs, processes, write_tables  # noqa: E402
+from dacl.reporting import aggregate, archive_runs, commit_label, load_runs, processes, write_tables  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     if not ok and not failed:
         sys.exit(f"collect: no results.json or failed.json under {args.roots}; run the experiments first")
     rows = aggregate(ok, paper, failed=failed)
-    commits = sorted({(r.get("commit") or "?")[:12] + (" (dirty)" if r.get("dirty") else "") for r in ok})
+    commits = sorted({commit_label(r) for r in ok})
     hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}" for r in ok})
     ips = {}
     for r in ok:

@@ -38,7 +38,7 @@ from dacl.engine.trainer import resolve_device, seed_everything  # noqa: E402
 from dacl.engine.tta import build_tta, evaluate_adapted, fit_tta, run_tta, source_model_factory  # noqa: E402
 from dacl.experiment import build_benchmark  # noqa: E402
 from dacl.metrics import accuracy, predict_in_batches  # noqa: E402
-from dacl.reporting import to_csv  # noqa: E402
+from dacl.reporting import commit_label, to_csv  # noqa: E402
 
 # experiment overrides, default offline epochs, output name, paper values (SHOT'20 digits table; none for M->MNIST-M)
 TASKS = {
@@ -151,17 +151,11 @@ def write_table(task: str, per_seed: list[dict], command: str, device: torch.dev
                "clustering pseudo-labels (weight 0.3), the variant the issue names as optional."]
     md += NOTES.get(task, [])
     md += [line for note in notes for line in ("", note)]
-    md += ["", f"Command: `{command}`", "Commits of the seeds: " + ", ".join(map(commit_label, per_seed)), ""]
+    md += ["", f"Command: `{command}`", "Commits of the seeds: " + ", ".join(commit_label(r, width=10) for r in per_seed), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
     atomic_write_json(out.with_suffix(".json"), {"command": command, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance,
                                                  "hardware": hardware(device), "versions": versions(), "per_seed": per_seed})
     print("\n".join(md), flush=True)
-
-
-def commit_label(record: dict) -> str:
-    """`abc1234567 (dirty: True: paths)`: the changed paths (recorded since dirty_paths exists) say what made it dirty."""
-    paths = f": {', '.join(record['dirty_paths'])}" if record.get("dirty_paths") else ""
-    return f"{record.get('commit', '?')[:10]} (dirty: {record.get('dirty')}{paths})"
 
 
 def relative(path: str) -> str:

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.analysis.validator_study import study  # noqa: E402
-from dacl.reporting import COLUMNS, archive_runs, atomic_write_text, load_runs, sweep_command  # noqa: E402
+from dacl.reporting import COLUMNS, archive_runs, atomic_write_text, commit_label, load_runs, sweep_command  # noqa: E402
 
 
 def _f(v: float, scale: float = 1.0) -> str:
@@ -78,7 +78,7 @@ def main() -> None:
                      for m in methods]
         lines += ["", "## Command", "", f"- sweep: `{cmd}`" if cmd else "- (no command recorded)",
                   f"- table: `python scripts/validator_study.py {shlex.join(sys.argv[1:])}`"]
-        commits = sorted({(r.get("commit") or "?")[:12] + (" (dirty)" if r.get("dirty") else "") for r in runs})
+        commits = sorted({commit_label(r) for r in runs})
         lines += [f"- code: {', '.join(commits)}; failed runs under the roots: {len(failed)}"]
         if args.note:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in args.note]

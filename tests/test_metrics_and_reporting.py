@@ -202,3 +202,7 @@ def test_git_commit_names_the_files_that_make_a_tree_dirty(tmp_path):
     (tmp_path / "table.md").write_text("| b |\n")
     dirty = git_commit(tmp_path)
     assert dirty["dirty"] is True and dirty["dirty_paths"] == ["table.md"]
+    from dacl.reporting import commit_label
+    assert commit_label({**dirty, "commit": "a" * 40}) == "a" * 12 + " (dirty: table.md)"
+    assert commit_label({**clean, "commit": "b" * 40}, width=7) == "b" * 7
+    assert commit_label({"commit": "c" * 40, "dirty": True}) == "c" * 12 + " (dirty)"  # recorded before dirty_paths

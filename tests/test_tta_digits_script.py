@@ -41,7 +41,7 @@ def test_committed_seeds_are_reused_and_only_new_ones_run(tta, monkeypatch, tmp_
     assert [r["seed"] for r in table["per_seed"]] == [0, 1]
     md = (tmp_path / "out" / "mnist_mnistm.md").read_text()
     assert "| source | 10.50 ± 0.71 | 2 | 10.00 / 11.00 |" in md
-    assert "Commits of the seeds: c (dirty: True: table.md), c (dirty: True: table.md)" in md
+    assert "Commits of the seeds: c (dirty: table.md), c (dirty: table.md)" in md
     run(tta, monkeypatch, tmp_path, "--seeds", "0,1", "--epochs", "2")
     assert tta.calls == [0, 1, 0, 1], "records made with other settings are never reused"
     run(tta, monkeypatch, tmp_path, "--seeds", "0,1", "--epochs", "2", "--force")
