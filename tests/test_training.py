@@ -84,6 +84,18 @@ def test_resume_gives_identical_final_metrics(tiny_config, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["10", "17", "20", "30"], "log truncated/continued at the resume step"
 
 
+def test_fresh_run_replaces_the_logs_of_a_killed_run_in_the_same_directory(tiny_config, tmp_path):
+    """A run killed mid-way (no checkpoint) and started again without resume used to append its rows after the
+    dead run's, so eval_log.csv held step 10 twice."""
+    cfg = tiny_config("method=source_only", "trainer.eval_every=10")
+    run_experiment(cfg, tmp_path, stop_at=17)
+    (tmp_path / "checkpoint.pt").unlink()  # killed before it could checkpoint
+    run_experiment(cfg, tmp_path)
+    for name in ("train_log.csv", "eval_log.csv"):
+        steps = [r.split(",")[0] for r in (tmp_path / name).read_text().strip().splitlines()[1:]]
+        assert steps == sorted(set(steps), key=int), f"{name} has rows of two runs: {steps}"
+
+
 def test_nan_loss_stops_with_clear_error_and_no_results(tiny_config, tmp_path):
     with pytest.raises(NonFiniteLossError, match="lower trainer.lr"):
         run_experiment(tiny_config("method=source_only", "trainer.lr=1e30", "trainer.log_every=1"), tmp_path)

@@ -272,6 +272,9 @@ class Trainer:
         cfg, method = self.cfg, self.method
         if cfg.resume and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
+        elif self.step == 0 and self.dist.is_main:  # a fresh start must not append to a killed run's logs
+            self.train_log.truncate_after(-1)
+            self.eval_log.truncate_after(-1)
         end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
         method.train()
         if self.step == 0:
