@@ -134,15 +134,27 @@ def archive_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], path: s
     atomic_write_text(path, "".join(line + "\n" for line in sorted(lines)))
 
 
-def sweep_command(commands: list[str | None], seeds: list[int]) -> str:
-    """One multirun command covering all seeds of a row (``seed=0`` -> ``-m ... seed=0,1,2``)."""
+def sweep_command(commands: list[str | None], seeds: list[int], axes: dict[str, list[Any]] | None = None) -> str:
+    """One multirun command covering all seeds of a row (``seed=0`` -> ``-m ... seed=0,1,2``).
+
+    ``axes`` widens other overrides the same way (``{"method": ["dann", "cdan"]}`` -> ``method=cdan,dann``), so a
+    table pooled over a sweep (the validator study) prints the command of the whole sweep, not of its first run.
+    """
     cmd = next((c for c in commands if c), None)
     if cmd is None:
         return ""
-    seed_list = ",".join(str(s) for s in sorted(set(seeds)))
-    cmd = re.sub(r"\bseed=\S+", f"seed={seed_list}", cmd)
-    if len(set(seeds)) > 1:
-        cmd = re.sub(r"\s+hydra\.run\.dir=\S+", "", cmd)  # one seed's folder; a multirun names its own per seed
+    multirun = len(set(seeds)) > 1
+    for key, values in {"seed": seeds, **(axes or {})}.items():
+        distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
+        joined = ",".join(str(v) for v in distinct)
+        pattern = rf"(?<![\w.+]){re.escape(key)}=\S+"
+        if re.search(pattern, cmd):
+            cmd = re.sub(pattern, f"{key}={joined}", cmd)
+        elif distinct != [0] or key != "hparams_seed":  # an absent hparams_seed is the default 0
+            cmd += f" {key}={joined}"
+        multirun = multirun or len(distinct) > 1
+    if multirun:
+        cmd = re.sub(r"\s+hydra\.run\.dir=\S+", "", cmd)  # one run's folder; a multirun names its own per run
         if not re.search(r"\bdacl (run|continual) -m ", cmd):
             cmd = re.sub(r"\bdacl (run|continual) ", r"dacl \1 -m ", cmd, count=1)
     return cmd

@@ -55,7 +55,8 @@ def main() -> None:
         for r in runs:
             trials[r["method"]].add(r.get("hparams_seed", 0))
         task = runs[0]["task"]
-        cmd = sweep_command([runs[0].get("command")], [r["seed"] for r in runs])
+        cmd = sweep_command([runs[0].get("command")], [r["seed"] for r in runs],
+                            {"method": [r["method"] for r in runs], "hparams_seed": [r.get("hparams_seed", 0) for r in runs]})
         lines = [f"# Validator study: {task}", "",
                  f"{s['n_runs']} runs ({', '.join(f'{m} x{len(trials[m])} trials' for m in methods)}), "
                  f"{s['n_checkpoints']} evaluated checkpoints. Spearman: rank correlation between the validator's "

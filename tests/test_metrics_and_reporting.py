@@ -100,6 +100,16 @@ def test_sweep_command_drops_one_seeds_run_dir_when_it_becomes_a_multirun():
     assert cmd == "dacl run -m method=a seed=0,1,2"
 
 
+def test_sweep_command_widens_every_axis_of_a_pooled_sweep():
+    """The validator study pools runs of several methods and trials: its command must name all of them (it used
+    to print the first run's method and hparams_seed only)."""
+    cmd = sweep_command(["dacl run +experiment=x method=cdan hparams_seed=2 seed=0 hydra.run.dir=r"], [0, 0, 1],
+                        {"method": ["dann", "cdan", "dann"], "hparams_seed": [0, 2, 1]})
+    assert cmd == "dacl run -m +experiment=x method=cdan,dann hparams_seed=0,1,2 seed=0,1"
+    same = sweep_command(["dacl run method=mmd seed=0"], [0, 1], {"method": ["mmd"], "hparams_seed": [0, 0]})
+    assert same == "dacl run -m method=mmd seed=0,1", "a default hparams_seed is not spelled out"
+
+
 def _write(path, res):
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps(res))
