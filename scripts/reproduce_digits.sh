@@ -2,7 +2,7 @@
 # Reproduces paper_results/digits/<task>.{md,csv} for the digits DA table (issue 3):
 #   TASKS: mnist_usps usps_mnist mnist_mnistm_dann_net mnist_mnistm     METHODS: all nine below     SEEDS: 0,1,2
 # Cost on 2 CPU cores, 5,000 iterations per run: ~3 min (source_only) to ~9 min (cdan) per LeNet run, i.e. ~2 h per
-# task for 9 methods x 3 seeds; mnist_mnistm_dann_net (the DANN paper's network) ~8-13 min per run, ~2.5 h;
+# task for 9 methods x 3 seeds; mnist_mnistm_dann_net (the DANN paper's network) ~10-20 min per run, ~3.5 h;
 # mnist_mnistm (cnn32) ~1.5-2 h per run, ~40 h: leave it to a GPU. Minutes on a GPU.
 # Override e.g. TASKS=mnist_usps METHODS=cdan_e SEEDS=0.
 set -euo pipefail
