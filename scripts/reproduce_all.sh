@@ -69,7 +69,7 @@ if [ "$HAVE_DATA" = 1 ]; then
   $PY scripts/reproduce_tta_digits.py --data-root "$DATA_ROOT" --tasks usps --epochs 1 --runs runs/quick --out "$OUT/tta" \
     trainer.max_steps=100 trainer.eval_every=100
   step "fine-tuning: 20-step pre-training and fine-tuning, one seed, curve at 10 labels and all"
-  $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --steps 20 --vit-steps 20 --pretrain-steps 20 --curve-sizes 10,all \
+  $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --tasks usps --steps 20 --vit-steps 20 --pretrain-steps 20 --curve-sizes 10,all \
     --curve-steps 20 --seeds 0 --runs runs/quick/finetune --out "$OUT/finetune"
   if [ -f "$DATA_ROOT/blitzer_sorted_data_acl_labeled.tar.xz" ]; then
     step "fine-tuning on text: LoRA on MiniLM, books->kitchen, 4 steps"

@@ -2,7 +2,7 @@
 """Fine-tuning baselines on digits (issue 6): backbones dacl pre-trains on MNIST, adapted to USPS / MNIST-M.
 
     python scripts/reproduce_finetune.py --data-root ../shared/data                    # table + curve
-    python scripts/reproduce_finetune.py --data-root ../shared/data --tasks usps,mnistm --backbones cnn,vit
+    python scripts/reproduce_finetune.py --data-root ../shared/data --tasks mnistm --backbones vit --parts table
 
 1. Pre-train each backbone on MNIST (source_only, 0 target labels; runs/finetune/pretrain/<task>_<backbone>).
 2. Table (paper_results/finetune/digits.{md,csv}): every baseline x backbone on all target labels, per seed:
@@ -191,7 +191,8 @@ def cost_columns(results: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default="../shared/data")
-    ap.add_argument("--tasks", default="usps")
+    ap.add_argument("--tasks", default="usps,mnistm")
+    ap.add_argument("--curve-tasks", default="usps", help="tasks of the label-efficiency curve (a subset of --tasks)")
     ap.add_argument("--backbones", default="cnn,vit")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=1000, help="CNN fine-tuning steps on all labels")
@@ -203,6 +204,8 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="only these baselines (comma-separated; default: all), e.g. to "
                     "split one task's jobs over two processes; the table then holds only them")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--note", action="append", default=[], help="a line for the table's Notes (repeatable): findings, "
+                    "each with the numbers it rests on")
     ap.add_argument("--runs", default=str(REPO / "runs" / "finetune"))
     ap.add_argument("--out", default=str(REPO / "paper_results" / "finetune"))
     a = ap.parse_args()
@@ -236,7 +239,7 @@ def main() -> None:
     if "curve" in parts:
         curve = []
         sizes = [None if s == "all" else int(s) for s in a.curve_sizes.split(",")]
-        for t in tasks:
+        for t in (t for t in tasks if t in a.curve_tasks.split(",")):
             for m in (m for m in CURVE_METHODS if wanted is None or m in wanted):
                 for n in sizes:
                     command, res = finetune(t, "cnn", m, n, a.curve_steps if n else a.steps, a, log)
@@ -280,9 +283,13 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
            "- Time per step and peak memory are from the machine in the `device` column (CPU: peak resident set size of "
            "the process, which includes the Python/torch runtime; GPU: CUDA allocator peak). The linear probe's time per step "
            "excludes its one pass that caches the frozen features.",
+           "- Backbones per task (model overrides): " + "; ".join(
+               f"{t}: " + ", ".join(f"{b} `{' '.join(TASKS[t][b])}`" for b in METHODS) for t in a.tasks.split(",")) + ".",
            "- Reference shape (LoRA paper, RoBERTa-base GLUE average): full FT 86.4 @125M, LoRA 87.2 @0.3M, "
-           "AdapterD 85.4 @0.9M, BitFit 85.2 @0.1M — parameter-efficient updates within ~1-2 points of full FT.", "",
-           "## Commands", "", f"- table: `{script}`"]
+           "AdapterD 85.4 @0.9M, BitFit 85.2 @0.1M — parameter-efficient updates within ~1-2 points of full FT."]
+    if a.note:
+        md += ["", "## Notes", ""] + [f"- {n}" for n in a.note]
+    md += ["", "## Commands", "", f"- table: `{script}`"]
     md += [f"- {r['method']} ({r['task']}): `{r['command']}`" for r in rows if r["selection"] == "last"]
     md += ["", f"Runs trained at commit(s): {', '.join(sorted(TRAINED_AT))}; pre-trained checkpoint(s) "
            f"(sha256): {', '.join(sorted(PRETRAINED)) or 'not recorded'}; table written at "
