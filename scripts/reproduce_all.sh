@@ -28,6 +28,7 @@ if [ "$QUICK" = 0 ]; then
   step "throughput";                   $PY scripts/bench_throughput.py --data-root "$DATA_ROOT"
   step "validator study (M->U sweep)"; DATA_ROOT=$DATA_ROOT bash scripts/reproduce_validator_study.sh
   step "fine-tuning baselines";        $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT"
+  step "fine-tuning baselines, MNIST-M"; $PY scripts/reproduce_finetune.py --data-root "$DATA_ROOT" --tasks mnistm --parts table --out paper_results/finetune/mnistm
   step "fine-tuning baselines, text";  $PY scripts/reproduce_finetune_text.py --data-root "$DATA_ROOT"
   exit 0
 fi
