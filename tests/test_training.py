@@ -90,7 +90,8 @@ def test_fresh_run_replaces_the_logs_of_a_killed_run_in_the_same_directory(tiny_
     cfg = tiny_config("method=source_only", "trainer.eval_every=10")
     run_experiment(cfg, tmp_path, stop_at=17)
     (tmp_path / "checkpoint.pt").unlink()  # killed before it could checkpoint
-    run_experiment(cfg, tmp_path)
+    run_experiment(tiny_config("method=source_only", "trainer.eval_every=10", "trainer.validators=[source_val,entropy]"), tmp_path)
+    assert "score/entropy" in (tmp_path / "eval_log.csv").read_text().splitlines()[0], "columns of the new run, not the dead one's"
     for name in ("train_log.csv", "eval_log.csv"):
         steps = [r.split(",")[0] for r in (tmp_path / name).read_text().strip().splitlines()[1:]]
         assert steps == sorted(set(steps), key=int), f"{name} has rows of two runs: {steps}"

@@ -128,6 +128,11 @@ class _CsvLog:
                 w.writeheader()
                 w.writerows(r for r in rows if int(r["step"]) <= step)
 
+    def reset(self) -> None:
+        """Start empty: a fresh run takes its columns from its own first row, not from a killed run's header."""
+        self.path.unlink(missing_ok=True)
+        self.columns = None
+
     def write(self, row: dict[str, Any]) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0
         if self.columns is None:
@@ -273,8 +278,8 @@ class Trainer:
         if cfg.resume and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
         elif self.step == 0 and self.dist.is_main:  # a fresh start must not append to a killed run's logs
-            self.train_log.truncate_after(-1)
-            self.eval_log.truncate_after(-1)
+            self.train_log.reset()
+            self.eval_log.reset()
         end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
         method.train()
         if self.step == 0:
