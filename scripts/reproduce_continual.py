@@ -38,18 +38,70 @@ def archive_path(args: argparse.Namespace, stream: str) -> Path:
     return REPO / args.out / f"{stream}.runs.jsonl"
 
 
+EFFECTIVE_KEYS = ("strategy", "train", "model")  # with the stream minus its protocol: what a run actually used
+
+
+def _effective(config: dict) -> dict:
+    stream = {k: v for k, v in config.get("stream", {}).items() if k != "protocol"}  # protocol feeds the keys above
+    return {"stream": stream, **{k: config.get(k) for k in EFFECTIVE_KEYS}}
+
+
+def current_config(stream: str, scenario: str, strategy: str, seed: int, overrides: list[str]) -> dict:
+    """The resolved config a fresh ``dacl continual`` run of this cell would use now."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("continual", overrides=[f"stream={stream}", f"scenario={scenario}", f"strategy={strategy}",
+                                              f"seed={seed}", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def stale_reason(record: dict, overrides: list[str]) -> str | None:
+    """Why a finished run no longer matches the committed configs (e.g. a corrected EWC lambda), or None.
+    A stale run is re-run and never enters a table, so a config fix cannot silently keep old numbers."""
+    cfg = record.get("config", {})
+    now = _effective(current_config(record["benchmark"], record["scenario"], record["method"], record["seed"], overrides))
+    changes = _diff(_effective(cfg), now)
+    return f"config changed since the run: {'; '.join(changes)}" if changes else None
+
+
+def _diff(was: object, now: object, path: str = "") -> list[str]:
+    """Leaf-level differences 'a.b: old -> new' between two resolved configs."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(was) | set(now), key=str) for d in _diff(was.get(k), now.get(k), f"{path}{k}.")]
+    if isinstance(was, list) and isinstance(now, list) and len(was) == len(now):
+        return [d for i, (a, b) in enumerate(zip(was, now)) for d in _diff(a, b, f"{path}{i}.")]
+    return [] if was == now else [f"{path.rstrip('.')}: {was} -> {now}"]
+
+
+def current_only(records: list[dict], overrides: list[str], where: str) -> list[dict]:
+    keep = []
+    for r in records:
+        reason = stale_reason(r, overrides) if r.get("kind") == "continual" else None
+        if reason:
+            print(f"stale, will not be used ({where}): {r['scenario']} {r['method']} seed{r['seed']}: {reason}", flush=True)
+        else:
+            keep.append(r)
+    return keep
+
+
 def archived(args: argparse.Namespace, stream: str) -> dict[tuple, dict]:
-    """Finished runs recorded in the committed archive, by cell (scenario, strategy, seed)."""
+    """Finished runs recorded in the committed archive, by cell (scenario, strategy, seed); stale ones dropped."""
     path = archive_path(args, stream)
     ok = load_runs([path])[0] if path.is_file() else []
-    return {(r["scenario"], r["method"], r["seed"]): r for r in ok if r.get("kind") == "continual"}
+    ok = current_only([r for r in ok if r.get("kind") == "continual"], args.overrides, str(path))
+    return {(r["scenario"], r["method"], r["seed"]): r for r in ok}
 
 
 def launch(args: argparse.Namespace, done: dict[tuple, dict], stream: str, scenario: str, strategy: str,
            seed: int) -> str:
     out = run_dir(args.tag, stream, scenario, strategy, seed)
     if not args.force and (out / "results.json").exists():
-        return f"reused {out.relative_to(REPO)}"
+        reason = stale_reason(json.loads((out / "results.json").read_text()), args.overrides)
+        if reason is None:
+            return f"reused {out.relative_to(REPO)}"
+        print(f"re-running stale {out.relative_to(REPO)}: {reason}", flush=True)
     if not args.force and (scenario, strategy, seed) in done.get(stream, {}):
         return f"reused {archive_path(args, stream)}: {stream} {scenario} {strategy} seed{seed}"
     cmd = [sys.executable, "-m", "dacl", "continual", f"stream={stream}", f"scenario={scenario}", f"strategy={strategy}",
@@ -129,6 +181,7 @@ def main() -> None:
     for stream in streams:
         runs_root = REPO / "runs" / args.tag / stream
         ok, failed = load_runs([runs_root]) if runs_root.is_dir() else ([], [])
+        ok = current_only(ok, args.overrides, str(runs_root.relative_to(REPO)))
         fresh = {(r["scenario"], r["method"], r["seed"]) for r in ok if r.get("kind") == "continual"}
         ok += [r for cell, r in done[stream].items() if cell not in fresh]  # a run folder supersedes its archived record
         if ok or failed:  # every record, also of cells outside this invocation's table
