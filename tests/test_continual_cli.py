@@ -50,6 +50,13 @@ def test_reproduce_continual_resumes_from_the_committed_run_archive(tmp_path):
         assert second.returncode == 0, second.stderr[-2000:]
         assert "split_mnist.runs.jsonl: split_mnist class naive seed0" in second.stdout and not runs.exists()
         assert (tmp_path / "split_mnist.csv").read_text() == table
+        # a config change (here the iterations; in practice a corrected lambda) makes the archived cell stale
+        third = subprocess.run(cmd[:-1] + ["train.steps_per_task=21"], cwd=REPO, capture_output=True, text=True)
+        assert third.returncode == 0, third.stderr[-2000:]
+        assert "stale" in third.stdout and "train.steps_per_task: 20 -> 21" in third.stdout
+        assert "ok split_mnist class naive seed0" in third.stdout  # re-run, not reused
+        archive = [json.loads(line) for line in (tmp_path / "split_mnist.runs.jsonl").read_text().splitlines()]
+        assert [r["config"]["train"]["steps_per_task"] for r in archive] == [21]  # the stale record is gone
     finally:
         shutil.rmtree(runs, ignore_errors=True)
 
