@@ -22,6 +22,14 @@ sys.path.insert(0, str(REPO))
 from dacl.reporting import aggregate, archive_runs, commit_label, load_runs, processes, write_tables  # noqa: E402
 
 
+def tagged_notes(path: Path, tag: str) -> list[str]:
+    """The '- [tag] text' bullets of a notes file, text only: notes live in a file, not in a long command line."""
+    if not path.is_file():
+        sys.exit(f"collect: no notes file '{path}'; check --notes-file")
+    prefix = f"- [{tag}] "
+    return [line[len(prefix):].strip() for line in path.read_text().splitlines() if line.startswith(prefix)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("roots", nargs="+", help="run folders to search for results.json / failed.json, or a table's "
@@ -30,9 +38,14 @@ def main() -> None:
     ap.add_argument("--title", default="Results")
     ap.add_argument("--paper-values", default=None, help="JSON {benchmark: {method: value, ...}, '_notes': [...]}")
     ap.add_argument("--note", action="append", default=[], help="extra note lines for the table")
+    ap.add_argument("--notes-file", default=None, help="analysis notes kept beside the scripts: one '- [tag] text' bullet "
+                    "per line; the bullets whose tag is --notes-tag enter the table (after the --note lines)")
+    ap.add_argument("--notes-tag", default=None, help="which bullets of --notes-file to use (default: the name of --out)")
     args = ap.parse_args()
 
     paper, notes = {}, list(args.note)
+    if args.notes_file:
+        notes += tagged_notes(Path(args.notes_file), args.notes_tag or Path(args.out).name)
     if args.paper_values:
         raw = json.loads(Path(args.paper_values).read_text())
         notes += raw.pop("_notes", [])

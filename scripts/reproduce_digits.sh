@@ -30,9 +30,12 @@ for task in $TASKS; do
       .venv/bin/dacl run -m +experiment="${task}_${variant}" seed="$SEEDS" data_root="$DATA_ROOT"
     fi
   done
+  title_extra=""
+  [ "$task" = mnist_mnistm_dann_net ] && title_extra=", the DANN paper's network"
   roots=()
   archive="paper_results/digits/$task.runs.jsonl"   # committed records of runs made on earlier machines;
   [ -f "$archive" ] && roots+=("$archive")           # listed first, so a run folder at the same path supersedes it
   .venv/bin/python scripts/collect.py "${roots[@]}" "runs/$task" "${extra[@]}" --out "paper_results/digits/$task" \
-    --title "Digits DA: $task (5,000 iterations)" --paper-values scripts/paper_values/digits.json
+    --title "Digits DA: $task (5,000 iterations${title_extra:-})" --paper-values scripts/paper_values/digits.json \
+    --notes-file scripts/paper_values/digits_notes.md  # the table's analysis bullets, tagged [$task]
 done
