@@ -61,7 +61,10 @@ def stale_reason(record: dict, overrides: list[str]) -> str | None:
     """Why a finished run no longer matches the committed configs (e.g. a corrected EWC lambda), or None.
     A stale run is re-run and never enters a table, so a config fix cannot silently keep old numbers."""
     cfg = record.get("config", {})
-    now = _effective(current_config(record["benchmark"], record["scenario"], record["method"], record["seed"], overrides))
+    try:
+        now = _effective(current_config(record["benchmark"], record["scenario"], record["method"], record["seed"], overrides))
+    except Exception as exc:  # noqa: BLE001  (e.g. a strategy config since removed: the record cannot be current)
+        return f"its cell no longer composes from configs/ ({type(exc).__name__}: {exc})"
     changes = _diff(_effective(cfg), now)
     return f"config changed since the run: {'; '.join(changes)}" if changes else None
 
