@@ -43,7 +43,7 @@ class ContinualConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    reset_optimizer: bool = True  # a fresh optimizer per task (van de Ven & Tolias)
+    reset_optimizer: bool = True  # a fresh optimizer per task (the authors' code keeps Adam's state: see configs/stream)
     joint: bool = False           # upper bound: one experience holding every task's data
     mask_unseen_classes: bool = True  # class-IL: softmax over the classes seen so far only
     eval_batch_size: int = 4096
