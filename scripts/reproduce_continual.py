@@ -18,6 +18,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def archive_path(args: argparse.Namespace, stream: str) -> Path:
     return REPO / args.out / f"{stream}.runs.jsonl"
 
 
+_HYDRA_LOCK = threading.Lock()  # Hydra's compose state is global; --jobs launches cells from several threads
 EFFECTIVE_KEYS = ("strategy", "train", "model")  # with the stream minus its protocol: what a run actually used
 
 
@@ -51,7 +53,7 @@ def current_config(stream: str, scenario: str, strategy: str, seed: int, overrid
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    with _HYDRA_LOCK, initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("continual", overrides=[f"stream={stream}", f"scenario={scenario}", f"strategy={strategy}",
                                               f"seed={seed}", *overrides])
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
