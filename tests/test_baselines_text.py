@@ -46,6 +46,35 @@ def test_qlora_base_is_nf4_and_trains_on_cpu():
     assert torch.equal(quantized[0].weight.detach(), frozen_4bit)
 
 
+def test_qlora_trains_again_after_an_evaluation():
+    """bitsandbytes >= 0.50 repacks 4-bit weights for inference on CPUs with AVX512-BF16 and does not unpack them
+    when training resumes; a run that evaluates mid-training then died on its next step (seen on such a CPU)."""
+    torch.manual_seed(0)
+    model = build_classifier("hf_text", 2, 0, 16, bottleneck_dim=0, quantization="nf4")
+    method = METHODS.build("qlora", rank=4, alpha=8)
+    method.setup(model, 2)
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-2)
+    batch = Batch(_ids(), torch.tensor([0, 1, 0, 1]))
+
+    def train_step(step: int) -> None:
+        method.train()
+        state = StepState(step, 3, batch)
+        method.training_step(state)
+        opt.zero_grad()
+        state.total_loss().backward()
+        opt.step()
+
+    train_step(0)
+    method.eval()
+    with torch.no_grad():
+        before = method.model(_ids(seed=1))
+    train_step(1)  # raised "a view of a leaf Variable ... in-place operation" before the fix
+    method.eval()
+    with torch.no_grad():
+        after = method.model(_ids(seed=1))
+    assert torch.isfinite(after).all() and not torch.equal(before, after), "the second step changed the model"
+
+
 def test_qlora_refuses_a_full_precision_base():
     from dacl.errors import ConfigError
 

@@ -35,6 +35,21 @@ def load_tokenizer(name_or_path: str):
     return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
 
 
+def _keep_4bit_weights_trainable(model: nn.Module) -> None:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights.
+
+    bitsandbytes >= 0.50, on CPUs with AVX512-BF16, repacks a Linear4bit's weight into an inference-only layout
+    the first time it runs in eval mode and never unpacks it when training resumes, so the first training step
+    after a mid-run evaluation fails ("a view of a leaf Variable ... in-place operation"). Without the repack,
+    evaluation runs the same NF4 kernel as training (slower inference on those CPUs only).
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 @BACKBONES.register("hf_text")
 class HFTextEncoder(nn.Module):
     """A transformers encoder (BERT-style) with masked mean pooling over tokens (or the [CLS] token)."""
@@ -61,6 +76,8 @@ class HFTextEncoder(nn.Module):
         except OSError as exc:
             raise ConfigError(f"could not load text model '{name_or_path}' ({path}): pass a local folder, the alias "
                               f"'minilm', or a Hugging Face name where internet exists ({exc})") from exc
+        if quantization == "nf4":
+            _keep_4bit_weights_trainable(self.model)
         self.pad_token_id = int(self.model.config.pad_token_id or 0)
         self.pooling = pooling
         self.out_features = int(self.model.config.hidden_size)
