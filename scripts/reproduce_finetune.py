@@ -55,6 +55,7 @@ METHODS = {"cnn": ["scratch", "linear_probe", "full_finetune", "lora", "bitfit",
 CURVE_METHODS = ["scratch", "linear_probe", "full_finetune", "lora"]
 TRAINED_AT: set[str] = set()  # commits the runs behind the tables were trained at (reused jobs keep theirs)
 PRETRAINED: set[str] = set()  # sha256 prefixes of the pre-trained checkpoints the fine-tuning results started from
+RUN_MISSING = True  # False (--collect-only): tables and archive from finished runs only, nothing is trained
 RUNTIME = ("data_root=", "trainer.threads=", "hydra.")  # never change a result: ignored when reusing a job
 
 
@@ -116,7 +117,9 @@ def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
 
     command = "dacl run -m " + shlex.join(argv(seeds)[3:])
     missing = [s for s in seeds if finished(s) is None]
-    if missing:
+    if missing and not RUN_MISSING:
+        print(f"not run (--collect-only): {job} seed(s) {missing}", flush=True)
+    elif missing:
         if checkpoint:
             checkpoint[1]()
         pretrained = checkpoint_digest(checkpoint[0]) if checkpoint else None

@@ -55,7 +55,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default=str(ft.REPO / "runs" / "finetune_text"))
     ap.add_argument("--out", default=str(ft.REPO / "paper_results" / "finetune" / "text"))
+    ap.add_argument("--collect-only", action="store_true",
+                    help="train nothing: write the table and archive from finished runs (cells show n= when short)")
     a = ap.parse_args()
+    ft.RUN_MISSING = not a.collect_only
     a.seeds, a.runs, out, methods = [int(s) for s in a.seeds.split(",")], Path(a.runs), Path(a.out), a.methods.split(",")
     if unknown := [m for m in methods if m not in LR]:
         sys.exit(f"unknown method(s) {unknown}; choose from {list(LR)}")
@@ -88,7 +91,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
     by_key = {(r["task"], r["method"], r["selection"]): r for r in rows}
     tasks, methods = list(dict.fromkeys(r["task"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
     md = ["# Fine-tuning baselines on text: MiniLM-L6 on Blitzer reviews (in-domain and cross-domain)", "",
-          "Test accuracy (%), mean ± std over seeds (no ± with one seed), at the step chosen by `source_val` (best accuracy on the labelled "
+          "Test accuracy (%), mean ± std over seeds (no ± with one seed; `(n=k)` marks a cell with fewer finished seeds than the `seeds` asked for), at the step chosen by `source_val` (best accuracy on the labelled "
           "validation split of the training domain; `last` in the CSV). Cross-domain columns never see the target "
           "domain.", "",
           "| method | " + " | ".join(tasks) + " | avg in-domain | avg cross-domain | trainable | % of total | "
@@ -97,10 +100,11 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
         cells = [by_key[(t, m, "source_val")] for t in tasks]
         avg = lambda keep: statistics.fmean(c["mean"] for c in cells if keep(c["task"]))  # noqa: E731
         first = cells[0]
-        md.append(f"| {m} | " + " | ".join(f(c["mean"]) + (f" ± {f(c['std'])}" if c["n_seeds"] > 1 else "") for c in cells) +
+        md.append(f"| {m} | " + " | ".join(f(c["mean"]) + (f" ± {f(c['std'])}" if c["n_seeds"] > 1 else "") +
+                                          (f" (n={c['n_seeds']})" if c["n_seeds"] < len(a.seeds) else "") for c in cells) +
                   f" | {f(avg(lambda t: 'in-domain' in t))} | {f(avg(lambda t: '->' in t))} | "
                   f"{f(first['trainable_params'])} | {f(first['trainable_percent'], 3)} | "
-                  f"{f(statistics.fmean(c['time_per_step_ms'] or 0 for c in cells), 0)} | "
+                  f"{f(statistics.fmean(t) if (t := [c['time_per_step_ms'] for c in cells if c['time_per_step_ms']]) else None, 0)} | "
                   f"{f(max(c['peak_memory_mb'] or 0 for c in cells), 0)} | {min(c['n_seeds'] for c in cells)} |")
     md += ["", "## Protocol", "",
            "- Backbone: MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2 from the offline PyPI package), masked mean "
