@@ -70,3 +70,14 @@ def test_archived_records_stand_in_for_lost_run_folders(ft, tmp_path):
     assert all(r["status"] == "ok" for r in more)
     assert more[0]["pretrained"] == first[0]["pretrained"] != more[2]["pretrained"] == ft.checkpoint_digest(ckpt), \
         "each seed keeps the digest of the checkpoint it actually started from"
+
+
+def test_collect_only_trains_nothing_and_reports_missing_seeds_as_failed(ft, tmp_path, monkeypatch, capsys):
+    out, log = tmp_path / "runs" / "job", tmp_path / "jobs.log"
+    ft.dacl_job(["method=lora", "trainer.lr=1"], out, [0], log)
+    monkeypatch.setattr(ft, "RUN_MISSING", False)
+    made = []
+    _, res = ft.dacl_job(["method=lora", "trainer.lr=1"], out, [0, 1], log, (tmp_path / "ckpt.pt", lambda: made.append(1)))
+    assert ft.calls == [[0]] and not made, "no training run and no pre-training in collect-only mode"
+    assert [r["status"] for r in res] == ["ok", "failed"] and "seed(s) [1]" in capsys.readouterr().out
+    assert set(ft.USED) == {(ft.rel(out), 0)}, "only the finished seed goes into the archive"
