@@ -100,11 +100,12 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
         cells = [by_key[(t, m, "source_val")] for t in tasks]
         avg = lambda keep: statistics.fmean(c["mean"] for c in cells if keep(c["task"]))  # noqa: E731
         first = cells[0]
+        times = [c["time_per_step_ms"] for c in cells if c["time_per_step_ms"]]  # cells that ran
         md.append(f"| {m} | " + " | ".join(f(c["mean"]) + (f" ± {f(c['std'])}" if c["n_seeds"] > 1 else "") +
                                           (f" (n={c['n_seeds']})" if c["n_seeds"] < len(a.seeds) else "") for c in cells) +
                   f" | {f(avg(lambda t: 'in-domain' in t))} | {f(avg(lambda t: '->' in t))} | "
                   f"{f(first['trainable_params'])} | {f(first['trainable_percent'], 3)} | "
-                  f"{f(statistics.fmean(t) if (t := [c['time_per_step_ms'] for c in cells if c['time_per_step_ms']]) else None, 0)} | "
+                  f"{f(statistics.fmean(times) if times else None, 0)} | "
                   f"{f(max(c['peak_memory_mb'] or 0 for c in cells), 0)} | {min(c['n_seeds'] for c in cells)} |")
     md += ["", "## Protocol", "",
            "- Backbone: MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2 from the offline PyPI package), masked mean "

@@ -46,9 +46,13 @@ def test_qlora_base_is_nf4_and_trains_on_cpu():
     assert torch.equal(quantized[0].weight.detach(), frozen_4bit)
 
 
-def test_qlora_trains_again_after_an_evaluation():
+def test_qlora_trains_again_after_an_evaluation(monkeypatch):
     """bitsandbytes >= 0.50 repacks 4-bit weights for inference on CPUs with AVX512-BF16 and does not unpack them
-    when training resumes; a run that evaluates mid-training then died on its next step (seen on such a CPU)."""
+    when training resumes; a run that evaluates mid-training then died on its next step (seen on such a CPU).
+    The CPU check is forced on, so the test exercises that path on any machine."""
+    import bitsandbytes.nn.modules as bnb_modules
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
     torch.manual_seed(0)
     model = build_classifier("hf_text", 2, 0, 16, bottleneck_dim=0, quantization="nf4")
     method = METHODS.build("qlora", rank=4, alpha=8)
