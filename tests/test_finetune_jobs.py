@@ -81,3 +81,22 @@ def test_collect_only_trains_nothing_and_reports_missing_seeds_as_failed(ft, tmp
     assert ft.calls == [[0]] and not made, "no training run and no pre-training in collect-only mode"
     assert [r["status"] for r in res] == ["ok", "failed"] and "seed(s) [1]" in capsys.readouterr().out
     assert set(ft.USED) == {(ft.rel(out), 0)}, "only the finished seed goes into the archive"
+
+
+def test_text_table_states_the_lora_paper_shape_from_its_own_numbers(monkeypatch):
+    """The 'Against full fine-tuning' lines are computed from the cells: gaps in points, and which of the three
+    criteria (in-domain, cross-domain within 2 points; under 2% of parameters) a method misses."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location("reproduce_finetune_text_under_test",
+                                                  REPO / "scripts" / "reproduce_finetune_text.py")
+    text = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(text)
+    tasks = ["books (in-domain)", "books->kitchen"]
+    accs = {"full_finetune": (90.0, 85.0, 100.0), "lora": (89.0, 82.5, 0.3), "adapters": (89.5, 84.0, 2.6)}
+    by_key = {(t, m, "source_val"): {"task": t, "mean": acc, "std": 1.0, "n_seeds": 3, "trainable_percent": pct}
+              for m, (a_in, a_cross, pct) in accs.items() for t, acc in zip(tasks, (a_in, a_cross))}
+    lines = text.shape_against_full_finetune(by_key, tasks, list(accs))
+    assert "- lora: -1.00 in-domain, -2.50 cross-domain, 0.300% trained: misses on cross-domain" in lines
+    assert "- adapters: -0.50 in-domain, -1.00 cross-domain, 2.600% trained: misses on parameters" in lines
+    assert not any(line.startswith("- full_finetune") for line in lines)
+    assert text.shape_against_full_finetune(by_key, tasks, ["lora", "adapters"]) == []
