@@ -84,6 +84,13 @@ def main() -> None:
     print(f"done in {time.time() - started:.0f} s")
 
 
+def domain_averages(by_key: dict, tasks: list[str], method: str) -> tuple[float, float]:
+    """A method's mean accuracy over the in-domain columns and over the cross-domain columns (source_val)."""
+    cells = [by_key[(t, method, "source_val")] for t in tasks]
+    return (statistics.fmean(c["mean"] for c in cells if "in-domain" in c["task"]),
+            statistics.fmean(c["mean"] for c in cells if "->" in c["task"]))
+
+
 def shape_against_full_finetune(by_key: dict, tasks: list[str], methods: list[str]) -> list[str]:
     """The issue's question, computed from the table rather than read off by eye: is each parameter-efficient
     method within ~1-2 points of full fine-tuning (in-domain and cross-domain averages, source_val selection)
@@ -91,12 +98,7 @@ def shape_against_full_finetune(by_key: dict, tasks: list[str], methods: list[st
     if "full_finetune" not in methods:
         return []
 
-    def averages(m: str) -> tuple[float, float]:
-        cells = [by_key[(t, m, "source_val")] for t in tasks]
-        return (statistics.fmean(c["mean"] for c in cells if "in-domain" in c["task"]),
-                statistics.fmean(c["mean"] for c in cells if "->" in c["task"]))
-
-    full_in, full_cross = averages("full_finetune")
+    full_in, full_cross = domain_averages(by_key, tasks, "full_finetune")
     stds = [by_key[(t, m, "source_val")]["std"] for t in tasks for m in methods
             if by_key[(t, m, "source_val")]["n_seeds"] > 1]
     lines = ["## Against full fine-tuning", "",
@@ -108,7 +110,7 @@ def shape_against_full_finetune(by_key: dict, tasks: list[str], methods: list[st
     for m in methods:
         if m == "full_finetune":
             continue
-        m_in, m_cross = averages(m)
+        m_in, m_cross = domain_averages(by_key, tasks, m)
         pct = by_key[(tasks[0], m, "source_val")]["trainable_percent"]
         misses = ([] if m_in >= full_in - 2 else ["in-domain"]) + ([] if m_cross >= full_cross - 2 else ["cross-domain"])
         misses += [] if pct is not None and pct < 2 else ["parameters"]
@@ -131,12 +133,11 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
           "time/step (ms) | peak memory (MB) | seeds |", "|---" * (len(tasks) + 8) + "|"]
     for m in methods:
         cells = [by_key[(t, m, "source_val")] for t in tasks]
-        avg = lambda keep: statistics.fmean(c["mean"] for c in cells if keep(c["task"]))  # noqa: E731
         first = cells[0]
         times = [c["time_per_step_ms"] for c in cells if c["time_per_step_ms"]]  # cells that ran
         md.append(f"| {m} | " + " | ".join(f(c["mean"]) + (f" ± {f(c['std'])}" if c["n_seeds"] > 1 else "") +
                                           (f" (n={c['n_seeds']})" if c["n_seeds"] < len(a.seeds) else "") for c in cells) +
-                  f" | {f(avg(lambda t: 'in-domain' in t))} | {f(avg(lambda t: '->' in t))} | "
+                  " | " + " | ".join(f(v) for v in domain_averages(by_key, tasks, m)) + " | "
                   f"{f(first['trainable_params'])} | {f(first['trainable_percent'], 3)} | "
                   f"{f(statistics.fmean(times) if times else None, 0)} | "
                   f"{f(max(c['peak_memory_mb'] or 0 for c in cells), 0)} | {min(c['n_seeds'] for c in cells)} |")
