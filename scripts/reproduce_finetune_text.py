@@ -97,7 +97,6 @@ def shape_against_full_finetune(by_key: dict, tasks: list[str], methods: list[st
     while training <2% of the parameters? Empty when full_finetune is not among the methods."""
     if "full_finetune" not in methods:
         return []
-
     full_in, full_cross = domain_averages(by_key, tasks, "full_finetune")
     stds = [by_key[(t, m, "source_val")]["std"] for t in tasks for m in methods
             if by_key[(t, m, "source_val")]["n_seeds"] > 1]

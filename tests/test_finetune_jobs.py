@@ -92,11 +92,13 @@ def test_text_table_states_the_lora_paper_shape_from_its_own_numbers(monkeypatch
     text = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(text)
     tasks = ["books (in-domain)", "books->kitchen"]
-    accs = {"full_finetune": (90.0, 85.0, 100.0), "lora": (89.0, 82.5, 0.3), "adapters": (89.5, 84.0, 2.6)}
+    accs = {"full_finetune": (90.0, 85.0, 100.0), "lora": (89.0, 82.5, 0.3), "adapters": (89.5, 84.0, 2.6),
+            "qlora": (88.5, 83.5, 0.4)}
     by_key = {(t, m, "source_val"): {"task": t, "mean": acc, "std": 1.0, "n_seeds": 3, "trainable_percent": pct}
               for m, (a_in, a_cross, pct) in accs.items() for t, acc in zip(tasks, (a_in, a_cross))}
     lines = text.shape_against_full_finetune(by_key, tasks, list(accs))
     assert "- lora: -1.00 in-domain, -2.50 cross-domain, 0.300% trained: misses on cross-domain" in lines
     assert "- adapters: -0.50 in-domain, -1.00 cross-domain, 2.600% trained: misses on parameters" in lines
+    assert "- qlora: -1.50 in-domain, -1.50 cross-domain, 0.400% trained: meets it" in lines
     assert not any(line.startswith("- full_finetune") for line in lines)
-    assert text.shape_against_full_finetune(by_key, tasks, ["lora", "adapters"]) == []
+    assert text.shape_against_full_finetune(by_key, tasks, ["lora", "adapters", "qlora"]) == []
