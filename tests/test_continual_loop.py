@@ -38,6 +38,17 @@ def test_streams_have_the_expected_tasks(digits):
     assert not torch.equal(p.tasks[1].train[0], p.tasks[0].train[0]) and len(rotated_stream(*digits, n_tasks=3)) == 3
 
 
+def test_permuted_stream_pads_and_permutes_every_task_like_the_authors(digits):
+    plain = permuted_stream(*digits, n_tasks=2)
+    p = permuted_stream(*digits, n_tasks=2, pad=2, permute_first=True)
+    assert p.tasks[0].train[0].shape == (1400, 1, 12, 12)
+    ink = lambda t: t.train[0].flatten(1).sum(0)  # noqa: E731
+    assert torch.allclose(ink(p.tasks[0]).sum(), ink(plain.tasks[0]).sum())  # padding adds only zeros
+    framed = torch.nn.functional.pad(plain.tasks[0].train[0], (2,) * 4)
+    assert not torch.equal(p.tasks[0].train[0], framed)  # task 0 is permuted too
+    assert torch.equal(p.tasks[0].train[0].flatten(1).sort(1).values, framed.flatten(1).sort(1).values)
+
+
 def test_class_il_naive_forgets_and_replay_forgets_less(digits):
     stream = split_stream(*digits)
     stream.tasks = stream.tasks[:2]
