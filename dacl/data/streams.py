@@ -1,8 +1,8 @@
 """Continual-learning streams: a sequence of tasks, each with its own train/test tensors and class set.
 
-Split (5 tasks x 2 classes), Permuted (fixed pixel permutations; task 0 is the identity) and Rotated
-(fixed angles) streams follow van de Ven & Tolias 2019; ``digit_domains`` is the DA-flavoured sequence
-MNIST -> USPS -> MNIST-M. Everything is built once as device tensors.
+Split (5 tasks x 2 classes), Permuted (fixed pixel permutations; optionally zero-padded first, task 0 the
+identity unless ``permute_first``) and Rotated (fixed angles) streams follow van de Ven & Tolias 2019;
+``digit_domains`` is the DA-flavoured sequence MNIST -> USPS -> MNIST-M. Everything is built once as device tensors.
 Scenario handling (task-, domain-, class-incremental) lives in the CL loop, not here: a stream only
 says which classes each task holds. Permuted/Rotated tasks get disjoint label ranges (task k: 10k..10k+9)
 so class-IL means "which digit of which task" as in the paper; domain-IL maps them back to 0..9.
