@@ -131,7 +131,7 @@ def split_mnist(data_root: str | None = None, download: bool = False, device="cp
 def permuted_mnist(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "mnist",
                    n_tasks: int = 10, permutation_seed: int = 0, pad: int = 0, permute_first: bool = False) -> Stream:
     """Permuted MNIST: fixed pixel permutations per task (task 0 unpermuted unless ``permute_first``); labels offset
-    per task. ``+stream.pad=2 +stream.permute_first=true`` gives the authors' 32 x 32 input."""
+    per task. configs/stream/permuted_mnist.yaml sets pad=2, permute_first=true: the authors' 32 x 32 input."""
     return permuted_stream(*_arrays(dataset, data_root, download), n_tasks, permutation_seed, device,
                            pad=pad, permute_first=permute_first)
 
