@@ -49,6 +49,20 @@ def test_permuted_stream_pads_and_permutes_every_task_like_the_authors(digits):
     assert torch.equal(p.tasks[0].train[0].flatten(1).sort(1).values, framed.flatten(1).sort(1).values)
 
 
+def test_split_stream_class_order_seed_shuffles_which_digits_share_a_task(digits):
+    from dacl.engine.continual import _labels
+
+    plain, shuffled = split_stream(*digits), split_stream(*digits, class_order_seed=1)
+    groups = [t.classes for t in shuffled.tasks]
+    assert sorted(c for g in groups for c in g) == list(range(10)) and groups != [t.classes for t in plain.tasks]
+    assert groups == [t.classes for t in split_stream(*digits, class_order_seed=1).tasks]  # seeded
+    assert groups != [t.classes for t in split_stream(*digits, class_order_seed=2).tasks]
+    first = shuffled.tasks[0]
+    assert set(first.train[1].unique().tolist()) == set(first.classes)
+    domain = _labels(first, first.train[1], "domain")  # domain-IL label = position in the shuffled pair
+    assert torch.equal(domain, (first.train[1] == first.classes[1]).long())
+
+
 def test_class_il_naive_forgets_and_replay_forgets_less(digits):
     stream = split_stream(*digits)
     stream.tasks = stream.tasks[:2]

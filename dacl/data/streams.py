@@ -45,8 +45,13 @@ def _images(x: np.ndarray, device) -> Tensor:
 
 
 def split_stream(x_train, y_train, x_test, y_test, classes_per_task: int = 2, name: str = "split",
-                 device="cpu") -> Stream:
+                 device="cpu", class_order_seed: int | None = None) -> Stream:
+    """Consecutive classes form a task ((0,1), (2,3), ...), or, with ``class_order_seed``, a seeded shuffle of them:
+    the authors' code (van de Ven & Tolias) draws a new digit-to-task assignment for every run seed but 0.
+    Within a task, domain-IL's label is the class's position in the (possibly shuffled) group."""
     classes = sorted(set(int(c) for c in np.unique(y_train)))
+    if class_order_seed is not None:
+        classes = [classes[i] for i in np.random.RandomState(class_order_seed).permutation(len(classes))]
     groups = [tuple(classes[i:i + classes_per_task]) for i in range(0, len(classes), classes_per_task)]
     xtr, xte = _images(x_train, device), _images(x_test, device)
     ytr, yte = torch.as_tensor(y_train, device=device), torch.as_tensor(y_test, device=device)
@@ -122,9 +127,11 @@ def _arrays(dataset: str, data_root: str | None, download: bool):
 
 @STREAMS.register("split_mnist")
 def split_mnist(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "mnist",
-                classes_per_task: int = 2) -> Stream:
-    """Split MNIST: 5 tasks of 2 digits (``dataset=mnist_5k`` or ``uci_digits`` runs offline)."""
-    return split_stream(*_arrays(dataset, data_root, download), classes_per_task, f"split_{dataset}", device)
+                classes_per_task: int = 2, class_order_seed: int | None = None) -> Stream:
+    """Split MNIST: 5 tasks of 2 digits (``dataset=mnist_5k`` or ``uci_digits`` runs offline); digits in order
+    unless ``class_order_seed`` shuffles them."""
+    return split_stream(*_arrays(dataset, data_root, download), classes_per_task, f"split_{dataset}", device,
+                        class_order_seed=class_order_seed)
 
 
 @STREAMS.register("permuted_mnist")
