@@ -220,6 +220,21 @@ def test_replay_in_task_il_scores_stored_examples_with_their_own_head():
     assert torch.isinf(logits[2, :2]).all() and torch.isfinite(logits[2, 2:]).all()
 
 
+def test_replay_task_il_heads_survive_a_later_task_with_lower_labels():
+    """Shuffled Split MNIST (class_order_seed): task 1 may hold smaller digits than task 0; old heads must stay."""
+    from dacl.engine.continual import TaskMask
+
+    method = METHODS.build("source_only")
+    method.setup(TaskMask(nn.Sequential(nn.Linear(4, 10))), 10)
+    replay = PLUGINS.build("replay", memory_size=10)
+    method.add_plugin(replay)
+    replay.before_experience(Experience(0, classes=(2, 8), scenario="task"))
+    replay.before_experience(Experience(1, classes=(4, 1), scenario="task"))
+    logits = replay.memory_logits(torch.randn(2, 4), torch.tensor([8, 1]))
+    assert torch.isfinite(logits[0, [2, 8]]).all() and torch.isinf(logits[0]).sum() == 8
+    assert torch.isfinite(logits[1, [1, 4]]).all() and torch.isinf(logits[1]).sum() == 8
+
+
 def test_si_importance_follows_the_loss_decrease_and_its_penalty_anchors():
     method, si = _method_with("si", weight=1.0)
     x, y = _data()

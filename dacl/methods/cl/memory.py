@@ -143,10 +143,10 @@ class PerTaskHeads:
         self._task_il = experience.scenario == "task" and experience.classes is not None
         if self._task_il:
             classes = torch.tensor(experience.classes)
-            size = int(classes.max()) + 1
+            old = self._task_of_label
+            size = max(int(classes.max()) + 1, 0 if old is None else len(old))  # later tasks may hold lower labels
             table = torch.zeros((size, size), dtype=torch.bool)
-            if self._task_of_label is not None:
-                old = self._task_of_label
+            if old is not None:
                 table[:len(old), :len(old)] = old
             table[classes.unsqueeze(1), classes.unsqueeze(0)] = True
             self._task_of_label = table
