@@ -204,13 +204,18 @@ def test_lwf_in_task_il_distils_the_old_heads_only():
     assert loss() > 1e-3
 
 
-def test_replay_in_task_il_scores_stored_examples_with_their_own_head():
+def _task_il_replay(n_classes: int):
     from dacl.engine.continual import TaskMask
 
     method = METHODS.build("source_only")
-    method.setup(TaskMask(nn.Sequential(nn.Linear(4, 4))), 4)
+    method.setup(TaskMask(nn.Sequential(nn.Linear(4, n_classes))), n_classes)
     replay = PLUGINS.build("replay", memory_size=10)
     method.add_plugin(replay)
+    return method, replay
+
+
+def test_replay_in_task_il_scores_stored_examples_with_their_own_head():
+    method, replay = _task_il_replay(4)
     replay.before_experience(Experience(0, classes=(0, 1), scenario="task"))
     replay.before_experience(Experience(1, classes=(2, 3), scenario="task"))
     method.model.active = torch.tensor([2, 3])
@@ -222,12 +227,7 @@ def test_replay_in_task_il_scores_stored_examples_with_their_own_head():
 
 def test_replay_task_il_heads_survive_a_later_task_with_lower_labels():
     """Shuffled Split MNIST (class_order_seed): task 1 may hold smaller digits than task 0; old heads must stay."""
-    from dacl.engine.continual import TaskMask
-
-    method = METHODS.build("source_only")
-    method.setup(TaskMask(nn.Sequential(nn.Linear(4, 10))), 10)
-    replay = PLUGINS.build("replay", memory_size=10)
-    method.add_plugin(replay)
+    _, replay = _task_il_replay(10)
     replay.before_experience(Experience(0, classes=(2, 8), scenario="task"))
     replay.before_experience(Experience(1, classes=(4, 1), scenario="task"))
     logits = replay.memory_logits(torch.randn(2, 4), torch.tensor([8, 1]))
