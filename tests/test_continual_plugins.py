@@ -298,3 +298,27 @@ def test_ewc_direct_gradient_equals_the_autograd_penalty_gradient():
         grads[mode] = [p.grad.clone() for p in method.model.parameters()]
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(grads["autograd"], grads["direct"]))
     assert not all(torch.allclose(a, b) for a, b in zip(grads["direct"], grads["task only"])), "EWC added no gradient"
+
+
+def test_lwf_zero_padded_targets_push_new_class_probability_down():
+    """van de Ven & Tolias' class-IL variant: the teacher says 'none of the new classes', so a student that puts
+    mass on a new class pays for it, while old_only ignores new classes entirely."""
+    from dacl.engine.continual import TaskMask
+
+    losses = {}
+    for targets in ("old_only", "zero_padded"):
+        torch.manual_seed(0)
+        method = METHODS.build("source_only")
+        method.setup(TaskMask(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))), 4)
+        lwf = PLUGINS.build("lwf", targets=targets)
+        method.add_plugin(lwf)
+        lwf.before_experience(Experience(0, classes=(0, 1), scenario="class"))
+        lwf.before_experience(Experience(1, classes=(2, 3), scenario="class"))
+        method.model.active = torch.tensor([0, 1, 2, 3])
+        with torch.no_grad():
+            method.model.model[2].bias[2:].add_(5.0)  # the student now favours the new classes
+        state = StepState(0, 1, Batch(*_data(32)))
+        method.training_step(state)
+        lwf.before_backward(state)
+        losses[targets] = state.losses["lwf"].item()
+    assert losses["old_only"] == pytest.approx(0.0, abs=1e-6) and losses["zero_padded"] > 1.0

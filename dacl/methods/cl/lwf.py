@@ -1,9 +1,15 @@
 """LwF (Li & Hoiem 2017): distil the previous model's predictions on the *current* inputs into the new one.
 
 At each new experience the model is frozen as the teacher. The penalty T^2 KL(softmax(t/T) || softmax(s/T))
-is taken over the *old* tasks' outputs, as in van de Ven & Tolias 2019: in task-IL one term per old task
-head (averaged), in class- and domain-IL one term over every class seen before. ``weight: auto`` weighs
+is taken over the *old* tasks' outputs: in task-IL one term per old task head (averaged, as in van de Ven &
+Tolias 2019), in class- and domain-IL one term over every class seen before. ``weight: auto`` weighs
 new vs old as 1 : (number of old tasks), their 1/t balance. The teacher is a submodule so checkpoints keep it.
+
+``targets`` (class-IL only): ``old_only`` (Li & Hoiem, Avalanche; the default) compares teacher and student
+softmaxes over the old classes alone; ``zero_padded`` is van de Ven & Tolias' code (encoder.py train_a_batch,
+``n_classes_to_consider = y_hat.size(1)``): the student's softmax spans every class seen so far and the teacher's
+soft targets get zeros for this task's new classes, so distillation also pulls new-class mass down on current
+inputs. On Split MNIST it keeps the first task and learns little after it (paper_results/continual notes).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ def unmasked(model: torch.nn.Module) -> torch.nn.Module:
 
 @PLUGINS.register("lwf")
 class LwF(Plugin):
-    defaults = {"weight": 1.0, "temperature": 2.0}
+    defaults = {"weight": 1.0, "temperature": 2.0, "targets": "old_only"}
 
     def before_experience(self, experience: Experience) -> None:
         old = getattr(self, "_old_classes", [])
@@ -41,6 +47,13 @@ class LwF(Plugin):
             merged = sorted({c for group in old for c in group})
             self._groups = [torch.tensor(g) for g in old] if experience.scenario == "task" else \
                 ([torch.tensor(merged)] if merged else [])
+        if self.hparams["targets"] not in ("old_only", "zero_padded"):
+            raise ValueError(f"lwf targets '{self.hparams['targets']}' unknown; choose old_only or zero_padded")
+        merged_old = {c for group in old for c in group}
+        self._padded = None
+        if self.hparams["targets"] == "zero_padded" and experience.scenario == "class" and experience.index > 0:
+            new = [c for c in (experience.classes or ()) if c not in merged_old]
+            self._padded = (torch.tensor(sorted(merged_old)), torch.tensor(sorted(merged_old) + new))
         if experience.classes is not None:
             self._old_classes = [*old, tuple(experience.classes)]
         self._n_old = experience.index
@@ -60,9 +73,17 @@ class LwF(Plugin):
             student = unmasked(model)(x)  # the current task's mask would hide the old heads
         with torch.no_grad():
             teacher_logits = teacher(x)
+        weight = self._n_old if self.hparams["weight"] == "auto" else float(self.hparams["weight"])
+        if getattr(self, "_padded", None) is not None:  # van de Ven & Tolias' class-IL targets
+            old_cols, seen_cols = (c.to(x.device) for c in self._padded)
+            t = self.hparams["temperature"]
+            target = F.softmax(teacher_logits[:, old_cols].float() / t, dim=1)
+            target = F.pad(target, (0, len(seen_cols) - len(old_cols)))
+            log_s = F.log_softmax(student[:, seen_cols].float() / t, dim=1)
+            state.losses["lwf"] = weight * t * t * F.kl_div(log_s, target, reduction="batchmean")
+            return
         groups = getattr(self, "_groups", None) or [None]
         loss = sum(distillation_loss(student if g is None else student[:, g.to(x.device)],
                                      teacher_logits if g is None else teacher_logits[:, g.to(x.device)],
                                      self.hparams["temperature"]) for g in groups) / len(groups)
-        weight = self._n_old if self.hparams["weight"] == "auto" else float(self.hparams["weight"])
         state.losses["lwf"] = weight * loss
