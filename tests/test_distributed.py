@@ -1,7 +1,7 @@
 """``torchrun`` + DDP (gloo, CPU): 2 processes with global batch B reproduce 1 process with batch B.
 
-Exact where nothing depends on per-process batch statistics (source-only without BatchNorm/dropout; replay,
-whose buffer is kept identical on every rank); close for DANN, whose discriminator BatchNorm sees each
+Exact where nothing depends on per-process batch statistics (source-only without BatchNorm/dropout), up to float
+rounding for replay (whose buffer is kept identical on every rank); close for DANN, whose discriminator BatchNorm sees each
 process's shard on CPU (torch has no CPU SyncBatchNorm).
 """
 import csv
@@ -85,7 +85,12 @@ def test_replay_buffers_stay_identical_across_processes(tmp_path):
         _launch(nproc, "continual", *args, f"hydra.run.dir={out}")
         results.append(json.loads((out / "results.json").read_text()))
     assert results[1]["hardware"]["processes"] == 2
-    # every rank offers the all-gathered global batch and replays its slice of one shared replay batch
+    # every rank offers the all-gathered global batch and replays its slice of one shared replay batch, so the runs
+    # match up to float rounding: gloo's all-reduced mean gradient is not bitwise the 1-process one, and over 75 Adam
+    # steps that can flip a few of the small test sets' predictions (AMD EPYC, session 21: 4 of 25 entries differed,
+    # at most by 0.019, none before the fourth task; the Intel machines of earlier sessions matched exactly)
     m1, m2 = (torch.tensor(r["metrics"]["accuracy_matrix"]) for r in results)
-    torch.testing.assert_close(m2, m1, rtol=0, atol=1e-9)
+    torch.testing.assert_close(m2[0], m1[0], rtol=0, atol=1e-9)  # first task: no replay, no drift yet
+    diff = (m2 - m1).abs()
+    assert diff.max() < 0.05 and diff.mean() < 0.01, diff
     assert m1[-1].mean() > 0.3  # and it learned more than the last task (class-IL chance is 0.2)
