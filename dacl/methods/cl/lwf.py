@@ -24,11 +24,13 @@ from dacl.registry import PLUGINS
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """T^2 KL(teacher || student) at temperature T (Hinton et al. 2015); 0 iff the distributions agree."""
+    """T^2 KL(teacher || student) at temperature T (Hinton et al. 2015); 0 iff the distributions agree.
+    A student wider than the teacher gets zero targets on its extra (trailing) columns (van de Ven & Tolias)."""
     t = temperature
     log_s = F.log_softmax(student_logits.float() / t, dim=1)
-    log_t = F.log_softmax(teacher_logits.float() / t, dim=1)
-    return t * t * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+    target = F.softmax(teacher_logits.float() / t, dim=1)
+    target = F.pad(target, (0, student_logits.shape[1] - teacher_logits.shape[1]))
+    return t * t * F.kl_div(log_s, target, reduction="batchmean")
 
 
 def unmasked(model: torch.nn.Module) -> torch.nn.Module:
@@ -76,11 +78,8 @@ class LwF(Plugin):
         weight = self._n_old if self.hparams["weight"] == "auto" else float(self.hparams["weight"])
         if getattr(self, "_padded", None) is not None:  # van de Ven & Tolias' class-IL targets
             old_cols, seen_cols = (c.to(x.device) for c in self._padded)
-            t = self.hparams["temperature"]
-            target = F.softmax(teacher_logits[:, old_cols].float() / t, dim=1)
-            target = F.pad(target, (0, len(seen_cols) - len(old_cols)))
-            log_s = F.log_softmax(student[:, seen_cols].float() / t, dim=1)
-            state.losses["lwf"] = weight * t * t * F.kl_div(log_s, target, reduction="batchmean")
+            state.losses["lwf"] = weight * distillation_loss(student[:, seen_cols], teacher_logits[:, old_cols],
+                                                             self.hparams["temperature"])
             return
         groups = getattr(self, "_groups", None) or [None]
         loss = sum(distillation_loss(student if g is None else student[:, g.to(x.device)],
