@@ -132,15 +132,17 @@ def aggregate(results: list[dict], paper: dict) -> list[dict]:
                "command": sweep_command([r.get("command") for r in runs], seeds)}
         for key, scale in (("average_accuracy", 100), ("bwt", 100), ("forgetting", 100), ("images_per_second", 1)):
             vals = [scale * r["metrics"][key] for r in runs if key in r["metrics"]]
-            row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
+            # one seed has no spread: its std is left empty rather than shown as a measured 0.00
+            row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None) if vals else None
         row["mean"], row["std"] = row["average_accuracy"]
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict], failed: list[dict], title: str, notes: list[str]) -> str:
-    pm = lambda v: "" if v is None else f"{v[0]:.2f} ± {v[1]:.2f}"  # noqa: E731
-    lines = [f"# {title}", "", "Average test accuracy (%) over all tasks after the last task (mean ± std over seeds), "
+    pm = lambda v: "" if v is None else f"{v[0]:.2f}" + ("" if v[1] is None else f" ± {v[1]:.2f}")  # noqa: E731
+    lines = [f"# {title}", "", "Average test accuracy (%) over all tasks after the last task (mean ± std over seeds; "
+             "a cell with one seed shows its value alone), "
              "backward transfer and average forgetting (percentage points), training throughput (stream images/s, "
              "one CPU thread per run). The final model is evaluated: no selection, no test labels used.", "",
              "| scenario | method | avg acc | paper | BWT | forgetting | images/s | seeds |", "|---|---|---|---|---|---|---|---|"]

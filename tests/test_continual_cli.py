@@ -1,4 +1,7 @@
 """``dacl continual`` end to end on the offline digits, the stream registry, and the Avalanche cross-check."""
+import csv
+import importlib.util
+import io
 import json
 import os
 import shutil
@@ -59,6 +62,24 @@ def test_reproduce_continual_resumes_from_the_committed_run_archive(tmp_path):
         assert [r["config"]["train"]["steps_per_task"] for r in archive] == [21]  # the stale record is gone
     finally:
         shutil.rmtree(runs, ignore_errors=True)
+
+
+def test_continual_table_shows_a_spread_only_where_there_are_seeds_to_spread():
+    """One seed has no standard deviation: the table must not print a measured-looking '± 0.00'."""
+    spec = importlib.util.spec_from_file_location("reproduce_continual", REPO / "scripts" / "reproduce_continual.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = lambda method, seed, acc: {"stream": "s", "scenario": "class", "method": method, "seed": seed,  # noqa: E731
+                                     "command": f"dacl continual strategy={method} seed={seed}",
+                                     "metrics": {"average_accuracy": acc, "bwt": -0.1, "forgetting": 0.1,
+                                                 "images_per_second": 100.0}}
+    rows = mod.aggregate([run("ewc", 0, 0.30), run("ewc", 1, 0.40), run("lwf", 0, 0.16)], {})
+    md = mod.markdown(rows, [], "t", []).splitlines()
+    ewc, lwf = (next(line for line in md if line.startswith(f"| class-IL | {m} |")) for m in ("ewc", "lwf"))
+    assert "35.00 ± 7.07" in ewc and "| 2 |" in ewc
+    assert "| 16.00 |" in lwf and "±" not in lwf and "| 1 |" in lwf
+    csv_rows = list(csv.DictReader(io.StringIO(mod.to_csv([{k: r.get(k) for k in mod.COLUMNS} for r in rows]))))
+    assert [(r["method"], r["std"]) for r in csv_rows] == [("ewc", "7.07"), ("lwf", "")]
 
 
 def test_continual_cli_names_the_options_for_a_wrong_strategy(tmp_path):
