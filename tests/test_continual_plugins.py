@@ -94,6 +94,8 @@ def test_lwf_is_zero_when_student_equals_teacher_and_positive_otherwise():
     logits = torch.randn(16, 5)
     assert distillation_loss(logits, logits.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)
     assert distillation_loss(logits, torch.randn(16, 5), 2.0).item() > 0.01
+    with pytest.raises(ValueError, match="fewer than the teacher"):
+        distillation_loss(logits[:, :3], logits, 2.0)
     method, lwf = _method_with("lwf")
     lwf.before_experience(Experience(1))
     state = StepState(0, 1, Batch(*_data(32)))

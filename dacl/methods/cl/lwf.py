@@ -26,10 +26,14 @@ from dacl.registry import PLUGINS
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """T^2 KL(teacher || student) at temperature T (Hinton et al. 2015); 0 iff the distributions agree.
     A student wider than the teacher gets zero targets on its extra (trailing) columns (van de Ven & Tolias)."""
+    extra = student_logits.shape[1] - teacher_logits.shape[1]
+    if extra < 0:  # F.pad with a negative width would silently crop the teacher's distribution
+        raise ValueError(f"distillation: student has {student_logits.shape[1]} classes, fewer than the teacher's "
+                         f"{teacher_logits.shape[1]}; pass the teacher's columns the student should match")
     t = temperature
     log_s = F.log_softmax(student_logits.float() / t, dim=1)
     target = F.softmax(teacher_logits.float() / t, dim=1)
-    target = F.pad(target, (0, student_logits.shape[1] - teacher_logits.shape[1]))
+    target = F.pad(target, (0, extra))
     return t * t * F.kl_div(log_s, target, reduction="batchmean")
 
 
