@@ -28,6 +28,22 @@ NON_RESULT_KEYS = frozenset({"method", "benchmark", "seed", "tag", "experiment",
                              "download", *(f"trainer.{k}" for k in RUNTIME_OPTIONS)})
 
 
+def mean_std(values: Iterable[float]) -> tuple[float, float | None]:
+    """Mean and sample std over seeds. The std is None for a single value: one run measures no spread, and a
+    printed "± 0.00" would read as a measured zero. NaN mean (and std) for no values."""
+    vals = list(values)
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def format_mean_std(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """``"81.11 ± 1.23"``, or the mean alone where there is no spread to show (one seed); "" for no value."""
+    if mean is None or math.isnan(mean):
+        return ""
+    return f"{mean:.{digits}f}" + ("" if std is None or math.isnan(std) else f" ± {std:.{digits}f}")
+
+
 def commit_label(record: dict[str, Any], width: int = 12) -> str:
     """``abc123456789``, or ``abc123456789 (dirty: table.md)`` naming the changed files when the run recorded them
     (``git_commit``'s dirty_paths), so a reader tells changed code from a table rewritten beside the run."""
@@ -205,10 +221,10 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
             vals = [100.0 * r["metrics"]["target_test_acc"][sel] for r in runs if sel in r["metrics"]["target_test_acc"]]
             if not vals:
                 continue
+            mean, std = mean_std(vals)
             rows.append({
                 "benchmark": bench, "task": task, "method": shown(bench, label, key), "selection": sel,
-                "metric": "target_acc", "mean": statistics.fmean(vals),
-                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n_seeds": len(vals),
+                "metric": "target_acc", "mean": mean, "std": std, "n_seeds": len(vals),
                 "paper_value": paper_values.get(bench, {}).get(runs[0]["method"]),
                 "command": sweep_command([r.get("command") for r in runs], seeds), "n_failed": len(fails),
             })
@@ -244,9 +260,9 @@ def to_markdown(rows: list[dict[str, Any]], failed: list[dict[str, Any]], title:
     for r in rows:
         w = wide.setdefault((r["task"], r["method"]), {"paper": r["paper_value"], "n": r["n_seeds"], "cmd": r["command"],
                                                         "failed": r["n_failed"]})
-        w[r["selection"]] = "failed" if r["n_seeds"] == 0 else f"{r['mean']:.2f} ± {r['std']:.2f}"
+        w[r["selection"]] = "failed" if r["n_seeds"] == 0 else format_mean_std(r["mean"], r["std"])
     validators = [p for p in protocols if p not in SELECTIONS]
-    lines = [f"# {title}", "", "Target test accuracy (%), mean ± std over seeds. Selection protocols: `last` = final step; "
+    lines = [f"# {title}", "", "Target test accuracy (%), mean ± std over seeds (a cell with one seed shows its value alone). Selection protocols: `last` = final step; "
              "`source_val` = step with best held-out source accuracy (no target labels); "
              + (f"{', '.join(f'`{v}`' for v in validators)} = step with the best label-free validator score "
                 "(dacl/validators); " if validators else "")

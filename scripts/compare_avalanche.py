@@ -32,7 +32,7 @@ from dacl.engine.trainer import seed_everything  # noqa: E402
 from dacl.metrics.continual import summarise  # noqa: E402
 from dacl.models.classifier import build_classifier  # noqa: E402
 from dacl.registry import METHODS, PLUGINS, STREAMS  # noqa: E402
-from dacl.reporting import COLUMNS, to_csv  # noqa: E402
+from dacl.reporting import COLUMNS, format_mean_std, mean_std, to_csv  # noqa: E402
 
 # Measured by the issue's author with avalanche-lib 0.6.0 on this kind of machine (Split MNIST class-IL, MLP 2x400,
 # 2 epochs per experience, batch 128, 3 seeds): accuracy %, stream images/s.
@@ -150,13 +150,13 @@ def main() -> None:
         acc = [100 * r["average_accuracy"] for r in rs]
         fgt = [100 * r["forgetting"] for r in rs]
         ips = [r["images"] / r["train_seconds"] for r in rs]
-        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+        acc_mean, acc_std = mean_std(acc)
         ref = ISSUE_REFERENCE.get(strategy) if framework == "avalanche" else None
         rows.append({"benchmark": "split_mnist", "task": "class", "method": f"{strategy} [{framework}]", "selection": "final",
-                     "metric": "average_acc", "mean": statistics.fmean(acc), "std": sd(acc), "n_seeds": len(rs),
+                     "metric": "average_acc", "mean": acc_mean, "std": acc_std, "n_seeds": len(rs),
                      "paper_value": ref[0] if ref else None, "command": command, "n_failed": 0})
         slow = naive_speed[framework] / statistics.fmean(ips) if framework in naive_speed else float("nan")
-        lines.append(f"| {strategy} | {framework} | {statistics.fmean(acc):.2f} ± {sd(acc):.2f} | {statistics.fmean(fgt):.2f} | "
+        lines.append(f"| {strategy} | {framework} | {format_mean_std(acc_mean, acc_std)} | {statistics.fmean(fgt):.2f} | "
                      f"{statistics.fmean(ips):,.0f} | {'n/a' if math.isnan(slow) else f'{slow:.2f}x'} | {'' if not ref else f'{ref[0]} / {ref[1]:,}'} |")
     hw = hardware(torch.device("cpu"))
     md = [f"# dacl vs avalanche-lib: Split MNIST, class-IL ({len(seeds)} seeds)", "",

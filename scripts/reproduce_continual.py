@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import subprocess
 import sys
 import threading
@@ -27,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.engine.results import git_commit  # noqa: E402
-from dacl.reporting import COLUMNS, _fmt, archive_runs, atomic_write_text, commit_label, load_runs, sweep_command, to_csv  # noqa: E402
+from dacl.reporting import (COLUMNS, _fmt, archive_runs, atomic_write_text, commit_label, format_mean_std,  # noqa: E402
+                            load_runs, mean_std, sweep_command, to_csv)
 
 SCENARIOS = ("task", "domain", "class")
 
@@ -132,15 +132,14 @@ def aggregate(results: list[dict], paper: dict) -> list[dict]:
                "command": sweep_command([r.get("command") for r in runs], seeds)}
         for key, scale in (("average_accuracy", 100), ("bwt", 100), ("forgetting", 100), ("images_per_second", 1)):
             vals = [scale * r["metrics"][key] for r in runs if key in r["metrics"]]
-            # one seed has no spread: its std is left empty rather than shown as a measured 0.00
-            row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None) if vals else None
+            row[key] = mean_std(vals) if vals else None  # one seed: std None, shown as the value alone
         row["mean"], row["std"] = row["average_accuracy"]
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict], failed: list[dict], title: str, notes: list[str]) -> str:
-    pm = lambda v: "" if v is None else f"{v[0]:.2f}" + ("" if v[1] is None else f" ± {v[1]:.2f}")  # noqa: E731
+    pm = lambda v: "" if v is None else format_mean_std(*v)  # noqa: E731
     lines = [f"# {title}", "", "Average test accuracy (%) over all tasks after the last task (mean ± std over seeds; "
              "a cell with one seed shows its value alone), "
              "backward transfer and average forgetting (percentage points), training throughput (stream images/s, "

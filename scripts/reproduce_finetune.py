@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit  # noqa: E402
-from dacl.reporting import COLUMNS, to_csv  # noqa: E402
+from dacl.reporting import COLUMNS, format_mean_std, mean_std, to_csv  # noqa: E402
 
 # Declared before running: AdamW + 50-step warm-up + cosine, batch 64; one LR per kind of update.
 COMMON = ["trainer.optimizer=adamw", "trainer.weight_decay=0.01", "trainer.schedule=cosine",
@@ -172,12 +172,10 @@ def finetune(task: str, backbone: str, method: str, n: int | None, steps: int, a
     return dacl_job(args, out, a.seeds, log, made)
 
 
-def summary(results: list[dict], selection: str, key: str = "target_test_acc") -> tuple[float, float, int]:
-    """Mean, std (%) and count over the finished seeds of `key` at the step `selection` chose."""
+def summary(results: list[dict], selection: str, key: str = "target_test_acc") -> tuple[float, float | None, int]:
+    """Mean, std (%; None for one seed) and count over the finished seeds of `key` at the step `selection` chose."""
     vals = [100 * r["selection"][selection][key] for r in results if r.get("status") == "ok"]
-    if not vals:
-        return float("nan"), float("nan"), 0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+    return (*mean_std(vals), len(vals))
 
 
 def cost_columns(results: list[dict]) -> dict:
@@ -265,7 +263,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
     extra = ["trainable_params", "total_params", "trainable_percent", "time_per_step_ms", "peak_memory_mb", "device"]
     atomic_write_text(out.with_suffix(".csv"), to_csv(rows, COLUMNS + extra))
     md = ["# Fine-tuning baselines: MNIST-pretrained backbones adapted with all target labels", "",
-          "Target test accuracy (%), mean ± std over seeds. `last` = final step; `target_val` = step with the best "
+          "Target test accuracy (%), mean ± std over seeds (a cell with one seed shows its value alone). `last` = final step; `target_val` = step with the best "
           "accuracy on a labelled 10% split of the target's training set (never the test set).", "",
           "| task | method [backbone] | last | target_val | trainable | % of total | time/step (ms) | peak memory (MB) | seeds | failed |",
           "|---|---|---|---|---|---|---|---|---|---|"]
@@ -274,7 +272,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
         if sel != "last":
             continue
         v = by_key[(task, method, "target_val")]
-        md.append(f"| {task} | {method} | {_f(r['mean'])} ± {_f(r['std'])} | {_f(v['mean'])} ± {_f(v['std'])} | "
+        md.append(f"| {task} | {method} | {format_mean_std(r['mean'], r['std'])} | {format_mean_std(v['mean'], v['std'])} | "
                   f"{_f(r['trainable_params'])} | {_f(r['trainable_percent'], 3)} | {_f(r['time_per_step_ms'], 1)} | "
                   f"{_f(r['peak_memory_mb'], 0)} | {r['n_seeds']} | {r['n_failed'] or ''} |")
     md += ["", "## Protocol", "",
@@ -313,7 +311,7 @@ def write_curve(curve: list[dict], out: Path, script: str, provenance: dict) -> 
     for ax, task in zip(axes[0], dict.fromkeys(r["task"] for r in curve)):
         for m in CURVE_METHODS:
             pts = [r for r in curve if r["task"] == task and r["method"] == m and r["n_seeds"] and r["n_labels"]]
-            ax.errorbar([r["n_labels"] for r in pts], [r["mean"] for r in pts], yerr=[r["std"] for r in pts],
+            ax.errorbar([r["n_labels"] for r in pts], [r["mean"] for r in pts], yerr=[r["std"] or 0.0 for r in pts],  # one seed: no bar
                         marker="o", capsize=3, label=m)
         ax.set(xscale="log", xlabel="labelled target examples", ylabel="target test accuracy (%) [last step]",
                title=f"{task} (CNN pre-trained on MNIST)")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce_finetune as ft  # noqa: E402  (shares dacl_job / table helpers with the digits script)
 
 from dacl.engine.results import atomic_write_text, git_commit  # noqa: E402
-from dacl.reporting import COLUMNS, to_csv  # noqa: E402
+from dacl.reporting import COLUMNS, format_mean_std, to_csv  # noqa: E402
 
 PAIRS = [("books", "kitchen"), ("dvd", "electronics"), ("electronics", "books"), ("kitchen", "dvd")]
 MODEL = {"qlora": "model=minilm_nf4"}  # every other method: model=minilm
@@ -134,7 +134,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
         cells = [by_key[(t, m, "source_val")] for t in tasks]
         first = cells[0]
         times = [c["time_per_step_ms"] for c in cells if c["time_per_step_ms"]]  # cells that ran
-        md.append(f"| {m} | " + " | ".join(f(c["mean"]) + (f" ± {f(c['std'])}" if c["n_seeds"] > 1 else "") +
+        md.append(f"| {m} | " + " | ".join(format_mean_std(c["mean"], c["std"]) +
                                           (f" (n={c['n_seeds']})" if c["n_seeds"] < len(a.seeds) else "") for c in cells) +
                   " | " + " | ".join(f(v) for v in domain_averages(by_key, tasks, m)) + " | "
                   f"{f(first['trainable_params'])} | {f(first['trainable_percent'], 3)} | "

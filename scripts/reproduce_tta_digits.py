@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from dacl.engine.trainer import resolve_device, seed_everything  # noqa: E402
 from dacl.engine.tta import build_tta, evaluate_adapted, fit_tta, run_tta, source_model_factory  # noqa: E402
 from dacl.experiment import build_benchmark  # noqa: E402
 from dacl.metrics import accuracy, predict_in_batches  # noqa: E402
-from dacl.reporting import commit_label, to_csv  # noqa: E402
+from dacl.reporting import commit_label, format_mean_std, mean_std, to_csv  # noqa: E402
 
 # experiment overrides, default offline epochs, output name, paper values (SHOT'20 digits table; none for M->MNIST-M)
 TASKS = {
@@ -128,15 +127,15 @@ def write_table(task: str, per_seed: list[dict], command: str, device: torch.dev
     rows = []
     for m in names:
         vals = [100 * r["accuracy"][m] for r in per_seed]
+        mean, std = mean_std(vals)
         rows.append({"per_seed": vals, "benchmark": per_seed[0]["task"], "task": per_seed[0]["task"], "method": m.replace("[offline]", f"[offline, {epochs} ep]"),
-                     "selection": "last", "metric": "target_acc", "mean": statistics.mean(vals),
-                     "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n_seeds": len(vals),
+                     "selection": "last", "metric": "target_acc", "mean": mean, "std": std, "n_seeds": len(vals),
                      "paper_value": spec["paper"].get(m), "command": command})
     out = out_dir / spec["out"]
     atomic_write_text(out.with_suffix(".csv"), to_csv(rows))
     md = [f"# Test-time / source-free adaptation: {spec['title']}, target accuracy (%)", "",
           "| method | accuracy | n_seeds | per seed | paper |", "|---|---|---|---|---|"]
-    md += [f"| {r['method']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['n_seeds']} | {' / '.join(f'{x:.2f}' for x in r['per_seed'])} | "
+    md += [f"| {r['method']} | {format_mean_std(r['mean'], r['std'])} | {r['n_seeds']} | {' / '.join(f'{x:.2f}' for x in r['per_seed'])} | "
            f"{r['paper_value'] if r['paper_value'] is not None else ''} |" for r in rows]
     md += ["", "No selection: every number is the model after adaptation (online lr 1e-3, batch 128; offline lr 1e-2 "
            "with SHOT's decay, batch 64). Seeds: " + ", ".join(str(r["seed"]) for r in per_seed)

@@ -7,7 +7,7 @@ import torch
 from dacl.engine.trainer import resolve_amp
 from dacl.errors import ConfigError
 from dacl.metrics import accuracy, expected_calibration_error
-from dacl.reporting import aggregate, archive_runs, load_runs, sweep_command, to_csv
+from dacl.reporting import aggregate, archive_runs, format_mean_std, load_runs, mean_std, sweep_command, to_csv, to_markdown
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,24 @@ def test_collector_means_stds_and_failures(tmp_path):
     _run(tmp_path / "dup", "dann", 0, 0.5, 0.5)
     with pytest.raises(ValueError, match="duplicate seeds"):
         aggregate(load_runs([tmp_path])[0])
+
+
+def test_one_seed_shows_its_value_alone_never_a_measured_zero_spread(tmp_path):
+    """A single run measures no spread: the DA tables must not print '± 0.00' (nor write 0.00 to the CSV) for it,
+    while two identical seeds do show a measured 0.00."""
+    assert mean_std([0.5]) == (0.5, None) and format_mean_std(*mean_std([77.0])) == "77.00"
+    assert format_mean_std(*mean_std([80.0, 80.0])) == "80.00 ± 0.00"
+    assert format_mean_std(*mean_std([])) == ""
+    _run(tmp_path, "dann", 0, 0.90, 0.92)
+    _run(tmp_path, "dann", 1, 0.80, 0.84)
+    _run(tmp_path, "src", 0, 0.70, 0.71)
+    rows = aggregate(load_runs([tmp_path])[0])
+    by = {(r["method"], r["selection"]): r for r in rows}
+    assert by[("src", "last")]["std"] is None and by[("dann", "last")]["std"] == pytest.approx(7.0711, 1e-4)
+    md = to_markdown(rows, [], "t", [])
+    assert "| s->t | src | 70.00 | 71.00 | 71.00 |" in md and "| s->t | dann | 85.00 ± 7.07 |" in md
+    csv_std = {line.split(",")[2] + "/" + line.split(",")[3]: line.split(",")[6] for line in to_csv(rows).splitlines()[1:]}
+    assert csv_std["src/last"] == "" and csv_std["dann/last"] == "7.07"
 
 
 def test_archived_run_records_recollect_the_same_table(tmp_path):
