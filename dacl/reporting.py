@@ -37,6 +37,21 @@ def mean_std(values: Iterable[float]) -> tuple[float, float | None]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
+# The LoRA paper's shape for parameter-efficient fine-tuning (Hu et al. 2021, RoBERTa-base GLUE: LoRA, adapters and
+# BitFit within ~1-2 points of full fine-tuning while training a small fraction of the weights), as a checkable rule.
+PEFT_MAX_POINTS_BELOW_FULL = 2.0  # accuracy points a method may fall below full fine-tuning
+PEFT_MAX_TRAINABLE_PERCENT = 2.0  # share of the model's parameters it may train
+
+
+def peft_shape_misses(gaps: dict[str, float], trainable_percent: float | None) -> list[str]:
+    """Which parts of the LoRA paper's shape a method misses: the names of the ``gaps`` (method minus full
+    fine-tuning, in points) below ``-PEFT_MAX_POINTS_BELOW_FULL``, then "parameters" when it trains
+    ``PEFT_MAX_TRAINABLE_PERCENT`` % or more (or the share is unknown). Empty = it meets the shape."""
+    misses = [name for name, gap in gaps.items() if not gap >= -PEFT_MAX_POINTS_BELOW_FULL]  # NaN gap misses
+    return misses + ([] if trainable_percent is not None and trainable_percent < PEFT_MAX_TRAINABLE_PERCENT
+                     else ["parameters"])
+
+
 def format_mean_std(mean: float | None, std: float | None, digits: int = 2) -> str:
     """``"81.11 ± 1.23"``, or the mean alone where there is no spread to show (one seed); "" for no value."""
     if mean is None or math.isnan(mean):

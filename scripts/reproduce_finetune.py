@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit  # noqa: E402
-from dacl.reporting import COLUMNS, format_mean_std, mean_std, to_csv  # noqa: E402
+from dacl.reporting import (COLUMNS, PEFT_MAX_POINTS_BELOW_FULL, PEFT_MAX_TRAINABLE_PERCENT,  # noqa: E402
+                            format_mean_std, mean_std, peft_shape_misses, to_csv)
 
 # Declared before running: AdamW + 50-step warm-up + cosine, batch 64; one LR per kind of update.
 COMMON = ["trainer.optimizer=adamw", "trainer.weight_decay=0.01", "trainer.schedule=cosine",
@@ -211,7 +212,11 @@ def main() -> None:
                     "each with the numbers it rests on")
     ap.add_argument("--runs", default=str(REPO / "runs" / "finetune"))
     ap.add_argument("--out", default=str(REPO / "paper_results" / "finetune"))
+    ap.add_argument("--collect-only", action="store_true",
+                    help="train nothing: write the tables and archive from finished runs (missing seeds are listed)")
     a = ap.parse_args()
+    global RUN_MISSING
+    RUN_MISSING = not a.collect_only
     a.seeds, a.runs, out = [int(s) for s in a.seeds.split(",")], Path(a.runs), Path(a.out)
     tasks, backbones, parts = a.tasks.split(","), a.backbones.split(","), a.parts.split(",")
     wanted = a.methods.split(",") if a.methods else None
@@ -259,6 +264,28 @@ def _f(v, digits: int = 2) -> str:
     return "" if v is None or v != v else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def shape_against_full_finetune(by_key: dict) -> list[str]:
+    """The LoRA paper's question asked of each task and backbone, computed from the table: is each
+    parameter-efficient update within a few points of full fine-tuning of the same backbone (`target_val`
+    selection) while training a small share of it? `scratch` and rows without a full fine-tuning partner are left out."""
+    lines = []
+    for (task, label, sel), r in by_key.items():
+        method, _, backbone = label.partition(" ")
+        full = by_key.get((task, f"full_finetune {backbone}", sel))
+        if sel != "target_val" or method in ("scratch", "full_finetune") or full is None or r["n_seeds"] == 0:
+            continue
+        gap = r["mean"] - full["mean"]
+        misses = peft_shape_misses({"accuracy": gap}, r["trainable_percent"])
+        lines.append(f"- {task} {label}: {gap:+.2f} points against full FT's {format_mean_std(full['mean'], full['std'])}, "
+                     f"{_f(r['trainable_percent'], 3)}% trained: " + (f"misses on {', '.join(misses)}" if misses else "meets it"))
+    if not lines:
+        return []
+    return ["## Against full fine-tuning", "",
+            "Computed from the table above (`target_val` column): each update's accuracy minus full fine-tuning's on the "
+            f"same backbone, and whether it meets the LoRA paper's shape (within {PEFT_MAX_POINTS_BELOW_FULL:g} points "
+            f"of full FT, with under {PEFT_MAX_TRAINABLE_PERCENT:g}% of the parameters trained).", "", *lines, ""]
+
+
 def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str, provenance: dict) -> None:
     extra = ["trainable_params", "total_params", "trainable_percent", "time_per_step_ms", "peak_memory_mb", "device"]
     atomic_write_text(out.with_suffix(".csv"), to_csv(rows, COLUMNS + extra))
@@ -275,7 +302,7 @@ def write_table(rows: list[dict], out: Path, a: argparse.Namespace, script: str,
         md.append(f"| {task} | {method} | {format_mean_std(r['mean'], r['std'])} | {format_mean_std(v['mean'], v['std'])} | "
                   f"{_f(r['trainable_params'])} | {_f(r['trainable_percent'], 3)} | {_f(r['time_per_step_ms'], 1)} | "
                   f"{_f(r['peak_memory_mb'], 0)} | {r['n_seeds']} | {r['n_failed'] or ''} |")
-    md += ["", "## Protocol", "",
+    md += ["", *shape_against_full_finetune(by_key), "## Protocol", "",
            f"- Pre-training: `source_only` on MNIST ({a.pretrain_steps} steps, AdamW lr 1e-3); target labels never seen. "
            f"Fine-tuning: {a.steps} steps (CNN) / {a.vit_steps} (ViT), batch 64, AdamW (wd 0.01), 50-step warm-up + cosine; learning rate by kind "
            "of update, fixed before any run: " + ", ".join(f"{k} {v:g}" for k, v in LR.items()) + ".",

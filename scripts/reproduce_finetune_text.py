@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce_finetune as ft  # noqa: E402  (shares dacl_job / table helpers with the digits script)
 
 from dacl.engine.results import atomic_write_text, git_commit  # noqa: E402
-from dacl.reporting import COLUMNS, format_mean_std, to_csv  # noqa: E402
+from dacl.reporting import (COLUMNS, PEFT_MAX_POINTS_BELOW_FULL, PEFT_MAX_TRAINABLE_PERCENT,  # noqa: E402
+                            format_mean_std, peft_shape_misses, to_csv)
 
 PAIRS = [("books", "kitchen"), ("dvd", "electronics"), ("electronics", "books"), ("kitchen", "dvd")]
 MODEL = {"qlora": "model=minilm_nf4"}  # every other method: model=minilm
@@ -103,7 +104,8 @@ def shape_against_full_finetune(by_key: dict, tasks: list[str], methods: list[st
     lines = ["## Against full fine-tuning", "",
              f"Computed from the table above: each method's average minus full fine-tuning's ({ft._f(full_in)} "
              f"in-domain, {ft._f(full_cross)} cross-domain), in points, and whether it meets the LoRA paper's shape "
-             "(within 2 points of full FT on both averages, with under 2% of the parameters trained)."
+             f"(within {PEFT_MAX_POINTS_BELOW_FULL:g} points of full FT on both averages, with under "
+             f"{PEFT_MAX_TRAINABLE_PERCENT:g}% of the parameters trained)."
              + (f" Seed-to-seed std of a single cell: median {ft._f(statistics.median(stds))}, max "
                 f"{ft._f(max(stds))} points." if stds else ""), ""]
     for m in methods:
@@ -111,8 +113,7 @@ def shape_against_full_finetune(by_key: dict, tasks: list[str], methods: list[st
             continue
         m_in, m_cross = domain_averages(by_key, tasks, m)
         pct = by_key[(tasks[0], m, "source_val")]["trainable_percent"]
-        misses = ([] if m_in >= full_in - 2 else ["in-domain"]) + ([] if m_cross >= full_cross - 2 else ["cross-domain"])
-        misses += [] if pct is not None and pct < 2 else ["parameters"]
+        misses = peft_shape_misses({"in-domain": m_in - full_in, "cross-domain": m_cross - full_cross}, pct)
         lines.append(f"- {m}: {m_in - full_in:+.2f} in-domain, {m_cross - full_cross:+.2f} cross-domain, "
                      f"{ft._f(pct, 3)}% trained: " + (f"misses on {', '.join(misses)}" if misses else "meets it"))
     return lines + [""]

@@ -102,3 +102,20 @@ def test_text_table_states_the_lora_paper_shape_from_its_own_numbers(monkeypatch
     assert "- qlora: -1.50 in-domain, -1.50 cross-domain, 0.400% trained: meets it" in lines
     assert not any(line.startswith("- full_finetune") for line in lines)
     assert text.shape_against_full_finetune(by_key, tasks, ["lora", "adapters", "qlora"]) == []
+
+
+def test_vision_table_states_the_lora_paper_shape_per_backbone(ft):
+    """Each update is compared with full fine-tuning of its own backbone (target_val column); the lines name what
+    it misses; scratch and full FT get no line, and a backbone without full FT gets none either."""
+    cells = {("cnn", "full_finetune"): (96.0, 100.0), ("cnn", "lora"): (95.0, 3.3), ("cnn", "bitfit"): (92.0, 0.7),
+             ("cnn", "scratch"): (96.4, 100.0), ("vit", "full_finetune"): (71.0, 100.0), ("vit", "ia3"): (69.5, 0.6),
+             ("mlp", "lora"): (50.0, 1.0)}
+    by_key = {("mnist->x", f"{m} [{b}]", sel): {"mean": acc + (sel == "last"), "std": 0.5, "n_seeds": 3,
+                                               "trainable_percent": pct}
+              for (b, m), (acc, pct) in cells.items() for sel in ("last", "target_val")}
+    lines = ft.shape_against_full_finetune(by_key)
+    body = [line for line in lines if line.startswith("- ")]
+    assert body == ["- mnist->x lora [cnn]: -1.00 points against full FT's 96.00 ± 0.50, 3.300% trained: misses on parameters",
+                    "- mnist->x bitfit [cnn]: -4.00 points against full FT's 96.00 ± 0.50, 0.700% trained: misses on accuracy",
+                    "- mnist->x ia3 [vit]: -1.50 points against full FT's 71.00 ± 0.50, 0.600% trained: meets it"]
+    assert ft.shape_against_full_finetune({k: v for k, v in by_key.items() if "full_finetune" not in k[1]}) == []

@@ -7,7 +7,8 @@ import torch
 from dacl.engine.trainer import resolve_amp
 from dacl.errors import ConfigError
 from dacl.metrics import accuracy, expected_calibration_error
-from dacl.reporting import aggregate, archive_runs, format_mean_std, load_runs, mean_std, sweep_command, to_csv, to_markdown
+from dacl.reporting import (aggregate, archive_runs, format_mean_std, load_runs, mean_std, peft_shape_misses, sweep_command,
+                            to_csv, to_markdown)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +86,12 @@ def test_one_seed_shows_its_value_alone_never_a_measured_zero_spread(tmp_path):
     assert "| s->t | src | 70.00 | 71.00 | 71.00 |" in md and "| s->t | dann | 85.00 ± 7.07 |" in md
     csv_std = {line.split(",")[2] + "/" + line.split(",")[3]: line.split(",")[6] for line in to_csv(rows).splitlines()[1:]}
     assert csv_std["src/last"] == "" and csv_std["dann/last"] == "7.07"
+
+
+def test_peft_shape_misses_names_each_failed_criterion():
+    assert peft_shape_misses({"in": -2.0, "cross": -1.0}, 1.99) == []  # exactly 2 points below still meets it
+    assert peft_shape_misses({"in": -2.01, "cross": float("nan")}, 2.0) == ["in", "cross", "parameters"]
+    assert peft_shape_misses({"accuracy": 0.5}, None) == ["parameters"], "an unknown share cannot meet the bound"
 
 
 def test_archived_run_records_recollect_the_same_table(tmp_path):
