@@ -30,6 +30,14 @@ def tagged_notes(path: Path, tag: str) -> list[str]:
     return [line[len(prefix):].strip() for line in path.read_text().splitlines() if line.startswith(prefix)]
 
 
+def select_variants(runs: list[dict], keep: str | None, drop: str | None) -> list[dict]:
+    """The runs whose variant is in ``keep`` (comma-separated, 'none' = no variant; None keeps all) and not in ``drop``."""
+    def name(r: dict) -> str:
+        return r.get("variant") or "none"
+    kept = [r for r in runs if keep is None or name(r) in keep.split(",")]
+    return [r for r in kept if drop is None or name(r) not in drop.split(",")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("roots", nargs="+", help="run folders to search for results.json / failed.json, or a table's "
@@ -41,6 +49,10 @@ def main() -> None:
     ap.add_argument("--notes-file", default=None, help="analysis notes kept beside the scripts: one '- [tag] text' bullet "
                     "per line; the bullets whose tag is --notes-tag enter the table (after the --note lines)")
     ap.add_argument("--notes-tag", default=None, help="which bullets of --notes-file to use (default: the name of --out)")
+    ap.add_argument("--variants", default=None, help="keep only runs of these variants (comma-separated; 'none' = runs "
+                    "with no variant), e.g. a pre-declared variant's own table from a root it shares with the main one")
+    ap.add_argument("--drop-variants", default=None, help="leave out runs of these variants (comma-separated), e.g. "
+                    "the variants that have tables of their own")
     args = ap.parse_args()
 
     paper, notes = {}, list(args.note)
@@ -56,6 +68,13 @@ def main() -> None:
         sys.exit(f"collect: {exc}")
     if not ok and not failed:
         sys.exit(f"collect: no results.json or failed.json under {args.roots}; run the experiments first")
+    if args.variants or args.drop_variants:
+        ok, failed = select_variants(ok, args.variants, args.drop_variants), select_variants(failed, args.variants,
+                                                                                            args.drop_variants)
+        if not ok and not failed:
+            sys.exit(f"collect: no run under {args.roots} has a variant in --variants {args.variants!r} "
+                     f"(and outside --drop-variants {args.drop_variants!r}); check the names (the `variant:` of the "
+                     "experiment config)")
     rows = aggregate(ok, paper, failed=failed)
     commits = sorted({commit_label(r) for r in ok})
     hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}" for r in ok})

@@ -241,3 +241,33 @@ def test_git_commit_names_the_files_that_make_a_tree_dirty(tmp_path):
     assert commit_label({**dirty, "commit": "a" * 40}) == "a" * 12 + " (dirty: table.md)"
     assert commit_label({**clean, "commit": "b" * 40}, width=7) == "b" * 7
     assert commit_label({"commit": "c" * 40, "dirty": True}) == "c" * 12 + " (dirty)"  # recorded before dirty_paths
+
+
+def test_collect_splits_a_shared_root_into_the_main_table_and_a_variants_own_table(tmp_path):
+    """A pre-declared variant runs under its task's tag (runs/<task>) but has a table of its own: --variants keeps only
+    it, --drop-variants leaves it out of the main table, and a name that matches nothing is a clear error."""
+    import subprocess
+    import sys
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        _run(runs, "coral", seed, 0.77, 0.77)
+        _run(runs, "coral", seed, 0.83, 0.83, variant="balanced")
+        _run(runs, "dann", seed, 0.90, 0.90, variant="tllib_grl")
+    for path in runs.rglob("results.json"):  # what collect.py's provenance reads besides the metrics
+        res = json.loads(path.read_text())
+        path.write_text(json.dumps({**res, "hardware": {"device": "cpu", "cpu": "test"}, "train_images_per_second": 1.0,
+                                    "commit": "abc", "dirty": False}))
+    collect = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "collect.py"), str(runs)]
+
+    def rows(*opts: str) -> list[str]:
+        out = tmp_path / "t"
+        subprocess.run([*collect, "--out", str(out), *opts], check=True, capture_output=True, text=True)
+        return sorted({line.split(" | ")[1] for line in out.with_suffix(".md").read_text().splitlines()
+                       if line.startswith("| s->t")})
+
+    assert rows() == ["coral", "coral [balanced]", "dann [tllib_grl]"]
+    assert rows("--variants", "balanced") == ["coral [balanced]"]
+    assert rows("--drop-variants", "balanced") == ["coral", "dann [tllib_grl]"]
+    assert rows("--variants", "none,tllib_grl") == ["coral", "dann [tllib_grl]"]
+    proc = subprocess.run([*collect, "--out", str(tmp_path / "x"), "--variants", "balancd"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "check the names" in proc.stderr and not (tmp_path / "x.md").exists()
