@@ -18,11 +18,16 @@ def digits():
     return x[:1400], d.target[:1400], x[1400:], d.target[1400:]
 
 
-def _run(stream, scenario, plugins=(), steps=150, joint=False):
+def _naive(stream, scenario):
     seed_everything(0)
     model = TaskMask(build_classifier("mlp", head_size(stream, scenario), 1, 8, bottleneck_dim=0, hidden=(100, 100)))
     method = METHODS.build("source_only")
     method.setup(model, head_size(stream, scenario))
+    return method
+
+
+def _run(stream, scenario, plugins=(), steps=150, joint=False):
+    method = _naive(stream, scenario)
     for name, kw in plugins:
         method.add_plugin(PLUGINS.build(name, **kw))
     cfg = ContinualConfig(scenario=scenario, steps_per_task=steps, batch_size=64, joint=joint)
@@ -97,3 +102,39 @@ def test_si_and_agem_forget_less_than_naive_on_permuted_domain_il(digits, plugin
     naive = _run(stream, "domain")
     other = _run(stream, "domain", [(plugin, kw)])
     assert other["forgetting"] < naive["forgetting"] - 0.1, (plugin, other["forgetting"], naive["forgetting"])
+
+
+def test_replay_lwf_strategy_stacks_both_terms_through_the_hooks(digits):
+    """The shipped ``replay_lwf`` strategy is two plugins on one run: both loss terms reach every later-task step,
+    and the stack keeps replay's memory (class-IL forgetting far below naive)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from dacl.experiment import add_plugins
+    from dacl.methods.base import Plugin
+
+    specs = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "configs/strategy/replay_lwf.yaml"))["plugins"]
+    assert [s["name"] for s in specs] == ["replay", "lwf"]
+    specs[0].update(memory_size=200, batch_size=64)  # sized for the 1,400-image stream
+    terms: list[tuple[int, frozenset]] = []
+    lwf_values: list[float] = []
+
+    class Recorder(Plugin):  # runs after both: sees what they added
+        def before_backward(self, state):
+            terms.append((int(state.batch.task_id), frozenset(state.losses)))
+            lwf_values.append(state.losses["lwf"].item() if "lwf" in state.losses else float("nan"))
+
+    stream = split_stream(*digits)
+    stream.tasks = stream.tasks[:2]
+    method = _naive(stream, "class")
+    add_plugins(method, specs, seed=0)
+    method.add_plugin(Recorder())
+    stacked = run_stream(method, stream, ContinualConfig(scenario="class", steps_per_task=150, batch_size=64))
+    first, later = {t for i, t in terms if i == 0}, [t for i, t in terms if i == 1]
+    assert all("lwf" not in t for t in first), "task 0 has no teacher yet"
+    assert {"cls", "replay"} in first, "the reservoir replays from the first update on"
+    assert len(later) == 150 and all(t == {"cls", "replay", "lwf"} for t in later), later[:3]
+    assert lwf_values[150] == pytest.approx(0.0, abs=1e-6) and max(lwf_values[151:]) > 1e-3, "0 until the student moves"
+    naive = _run(stream, "class")
+    assert stacked["forgetting"] < naive["forgetting"] - 0.3, (stacked["forgetting"], naive["forgetting"])
