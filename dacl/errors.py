@@ -27,3 +27,7 @@ class ConfigError(DaclError, ValueError):
 
 class NonFiniteLossError(DaclError):
     """Training diverged (NaN/inf loss)."""
+
+
+class CheckpointError(DaclError):
+    """A checkpoint is not one dacl wrote, is damaged, or cannot be loaded without executing code."""

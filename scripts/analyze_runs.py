@@ -43,7 +43,7 @@ def load_run(run_dir: Path, data_root: str | None, device: torch.device):
     data = build_benchmark(cfg, device)
     seed_everything(int(cfg["seed"]))
     method = build_method(cfg, data).to(device)
-    method.model.load_state_dict(torch.load(weights, map_location=device))
+    method.model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
     method.eval()
     return res, data, method
 

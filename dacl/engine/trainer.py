@@ -23,6 +23,7 @@ from dacl import distributed
 from dacl.benchmarks.domain_pair import DomainPair
 from dacl.data.stream import BatchStream
 from dacl.distributed import SINGLE, DistContext
+from dacl.engine.checkpoint import load_checkpoint_file, restore_rng_state, rng_state, with_format
 from dacl.engine.results import atomic_torch_save
 from dacl.errors import ConfigError, NonFiniteLossError
 from dacl.methods.base import Batch, Experience, Hooks, Method, StepState
@@ -185,15 +186,13 @@ class Trainer:
 
     # --- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        return with_format({
             "step": self.step, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "source_stream": self.source_stream.state_dict(),
             "target_stream": self.target_stream.state_dict() if self.target_stream else None,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "history": self.history, "train_seconds": self.train_seconds, "max_steps": self.cfg.max_steps,
-        }
+            "rng": rng_state(), "history": self.history, "train_seconds": self.train_seconds, "max_steps": self.cfg.max_steps,
+        })
 
     def save_checkpoint(self) -> None:
         if not self.dist.is_main:  # ranks hold identical state: one file
@@ -201,7 +200,7 @@ class Trainer:
         atomic_torch_save(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        ckpt = load_checkpoint_file(path, self.device)
         if ckpt["max_steps"] != self.cfg.max_steps:
             raise ConfigError(f"checkpoint {path} was made with max_steps={ckpt['max_steps']}, this run has "
                               f"{self.cfg.max_steps}; resume with the same config or start a new run directory")
@@ -212,12 +211,7 @@ class Trainer:
         self.source_stream.load_state_dict(ckpt["source_stream"])
         if self.target_stream is not None:
             self.target_stream.load_state_dict(ckpt["target_stream"])
-        rng = ckpt["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        restore_rng_state(ckpt["rng"])
         self.step, self.history, self.train_seconds = ckpt["step"], ckpt["history"], ckpt["train_seconds"]
         if self.dist.is_main:
             self.train_log.truncate_after(self.step)
