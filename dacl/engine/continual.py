@@ -1,4 +1,5 @@
-"""The continual-learning loop: train on a stream's tasks in order, evaluate every task after each one.
+"""Continual learning as a curriculum of the one training loop: a stream's tasks are its experiences, and after
+each one every task is scored (the accuracy matrix).
 
 Scenarios (van de Ven & Tolias 2019):
 - ``class``: one head over all classes of the stream; no task identity at test time. With
@@ -8,28 +9,31 @@ Scenarios (van de Ven & Tolias 2019):
   layer; task identity given);
 - ``domain``: labels are re-indexed within each task (e.g. Split MNIST: "first or second class of the pair"),
   one small head shared by all tasks; no task identity.
-The method's hooks run as in every dacl run (before/after_experience, before_backward, after_update), so CL
-plugins (EWC, LwF, replay) stack. The result holds the accuracy matrix and its summaries.
-Each experience tells the plugins its scenario and its classes in the head's label space, so LwF distils the
-old heads and replay scores each stored example with its own task's head.
+Masking works by ``TaskMask``: masked logits are -inf. A plugin that needs every head's logits (LwF's old
+classes, replay scoring a stored example with its own task's head) reads them through ``lwf.unmasked(model)``
+or ``TaskMask.last_unmasked`` (the raw logits of the last input).
+The method's hooks run as in every dacl run (before/after_experience, before_backward, after_backward,
+after_update, end_training), so CL plugins (EWC, LwF, replay) stack. Each experience tells the plugins its
+scenario and its classes in the head's label space, so LwF distils the old heads and replay scores each stored
+example with its own task's head.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from dacl import distributed
-from dacl.data.stream import BatchStream
 from dacl.data.streams import Stream, Task
-from dacl.errors import ConfigError, NonFiniteLossError
-from dacl.methods.base import Batch, Experience, Method, StepState
+from dacl.engine.curriculum import Curriculum, Stage
+from dacl.engine.trainer import Trainer, TrainerConfig
+from dacl.errors import ConfigError
+from dacl.methods.base import Experience, Method
 from dacl.metrics.continual import summarise
-from dacl.registry import OPTIMIZERS
 
 SCENARIOS = ("task", "domain", "class")
 
@@ -47,6 +51,9 @@ class ContinualConfig:
     joint: bool = False           # upper bound: one experience holding every task's data
     mask_unseen_classes: bool = True  # class-IL: softmax over the classes seen so far only
     eval_batch_size: int = 4096
+    log_every: int = 50           # train_log.csv rows, and how often a non-finite loss is caught (one host sync each)
+    amp: str = "auto"             # as trainer.amp: bf16 autocast on CUDA, off on CPU
+    grad_clip: float | None = None
 
 
 class TaskMask(nn.Module):
@@ -96,88 +103,111 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
     return correct / max(1, len(x))
 
 
+class ContinualStream(Curriculum):
+    """A stream's tasks as the loop's experiences (or one joint experience, the upper bound); after each one every
+    task's test set is scored, which fills row i of the accuracy matrix. Masks follow the scenario."""
+
+    periodic_eval = False
+
+    def __init__(self, method: Method, stream: Stream, cfg: ContinualConfig, seed: int = 0,
+                 progress: Callable[[int, float], None] | None = None) -> None:
+        self.model, self.stream, self.cfg, self.progress = method.model, stream, cfg, progress
+        self.name = f"{getattr(stream, 'name', 'stream')} {cfg.scenario}-IL"
+        self.masks_classes = cfg.scenario == "task" or (cfg.scenario == "class" and cfg.mask_unseen_classes)
+        if self.masks_classes and not isinstance(self.model, TaskMask):
+            raise ConfigError(f"the {cfg.scenario}-IL scenario masks logits: wrap the model in TaskMask "
+                              "before method.setup, or set mask_unseen_classes=false")
+        head_size(stream, cfg.scenario)  # validates the scenario name
+        self.device = next(self.model.parameters()).device
+        n = len(stream.tasks)
+        tasks = [_joint(stream, cfg.scenario)] if cfg.joint else stream.tasks
+        self._stages: list[Stage] = []
+        self._active: list[Sequence[int] | None] = []  # each experience's unmasked classes (None: all)
+        seen: list[int] = []
+        for i, task in enumerate(tasks):
+            x, y = task.train[0], (task.train[1] if cfg.joint else _labels(task, task.train[1], cfg.scenario))
+            head_classes = tuple(range(len(task.classes))) if cfg.scenario == "domain" and not cfg.joint else task.classes
+            seen = sorted({*seen, *head_classes})
+            if cfg.epochs_per_task:
+                steps = cfg.epochs_per_task * -(-len(x) // cfg.batch_size)  # ceil: the last partial batch counts
+            else:
+                steps = cfg.steps_per_task * (n if cfg.joint else 1)  # joint gets the whole stream's iteration budget
+            exp = Experience(i, task.name, head_classes, data=(x, y), scenario=cfg.scenario)
+            self._stages.append(Stage(exp, x, y, steps, min(cfg.batch_size, len(x)), seed * 1000 + i))
+            self._active.append(None if cfg.joint else (task.classes if cfg.scenario == "task" else tuple(seen)))
+
+    def stages(self) -> list[Stage]:
+        return self._stages
+
+    def _mask(self, classes: Sequence[int] | None) -> None:
+        if self.masks_classes:
+            self.model.active = None if classes is None else torch.tensor(classes, device=self.device)
+
+    def enter(self, index: int) -> None:
+        self._mask(self._active[index])
+
+    def initial_records(self, trainer) -> list[dict[str, float]]:
+        """The untrained model on every task (b_j of GEM's forward transfer), as experience -1."""
+        cfg, accs = self.cfg, []
+        for j, tj in enumerate(self.stream.tasks):
+            if self.masks_classes:
+                self._mask(tj.classes if cfg.scenario == "task" else
+                           sorted({c for t in self.stream.tasks[:j + 1] for c in t.classes}))
+            accs.append(_accuracy(self.model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size))
+        return [{"step": 0, "experience": -1, **{f"task_acc/{j}": a for j, a in enumerate(accs)}}]
+
+    def evaluate(self, trainer, experience_index: int) -> dict[str, float]:
+        cfg = self.cfg
+        accs = []
+        for j, tj in enumerate(self.stream.tasks):
+            if cfg.scenario == "task":
+                self._mask(tj.classes)
+            accs.append(_accuracy(self.model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size))
+        self._mask(self._active[experience_index])
+        if self.progress is not None:
+            i = experience_index
+            self.progress(i, float(np.mean(accs[:i + 1] if not cfg.joint else accs)))
+        return {"step": trainer.step, "experience": experience_index, **{f"task_acc/{j}": a for j, a in enumerate(accs)}}
+
+
+def trainer_config(cfg: ContinualConfig) -> TrainerConfig:
+    """The loop's settings for a CL protocol: constant LR, evaluation after each experience, no checkpoints."""
+    return TrainerConfig(max_steps=1, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, schedule="constant", eval_every=1, log_every=cfg.log_every,
+                         eval_batch_size=cfg.eval_batch_size, validators=[], progress=False, save_model=False,
+                         channels_last=False, reset_optimizer=cfg.reset_optimizer, device="auto", amp=cfg.amp,
+                         grad_clip=cfg.grad_clip)
+
+
+def accuracy_matrix(history: list[dict[str, float]], n_tasks: int) -> tuple[list[float], np.ndarray]:
+    """(untrained accuracies, matrix[i][j] = accuracy on task j after experience i) from the loop's eval records."""
+    row = lambda rec: [rec[f"task_acc/{j}"] for j in range(n_tasks)]  # noqa: E731
+    baseline = [row(r) for r in history if r["experience"] == -1]
+    return (baseline[0] if baseline else []), np.array([row(r) for r in history if r["experience"] >= 0])
+
+
 def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int = 0,
                progress: Callable[[int, float], None] | None = None,
-               dist: distributed.DistContext = distributed.SINGLE) -> dict:
-    """Train ``method`` (already ``setup`` with a ``TaskMask``-wrapped model) on ``stream``; returns metrics.
+               dist: distributed.DistContext = distributed.SINGLE, run_dir: str | Path | None = None) -> dict:
+    """Train ``method`` (already ``setup`` with a ``TaskMask``-wrapped model) on ``stream`` in the one training loop;
+    returns the accuracy matrix and its summaries.
 
-    Under torchrun (``dist``) each process trains on its shard of every global batch inside DDP; all
-    processes evaluate (test sets are small) so every hook sees the same state.
-
+    Under torchrun (``dist``) each process trains on its shard of every global batch inside DDP; rank 0 evaluates.
     ``progress(task_index, mean accuracy over the tasks seen so far)`` is called after each task.
+    ``run_dir``: where the loop writes its train/eval logs (none when omitted).
     """
-    model = method.model
-    masks_classes = cfg.scenario == "task" or (cfg.scenario == "class" and cfg.mask_unseen_classes)
-    if masks_classes and not isinstance(model, TaskMask):
-        raise ConfigError(f"the {cfg.scenario}-IL scenario masks logits: wrap the model in TaskMask "
-                          "before method.setup, or set mask_unseen_classes=false")
-    head_size(stream, cfg.scenario)  # validates the scenario name
-    device = next(model.parameters()).device
-    experiences = [_joint(stream, cfg.scenario)] if cfg.joint else stream.tasks
-    n = len(stream.tasks)
-    matrix = np.zeros((len(experiences), n))
-    seen_images, train_seconds, per_task_seconds = 0, 0.0, []
-    optimizer = None
-    step_fn = distributed.wrap(method, dist) if dist.enabled else distributed.StepModule(method)  # DDP under torchrun
-    seen: list[int] = []
-    baseline = []  # accuracy of the untrained model on each task (b_j of GEM's forward transfer)
-    for j, tj in enumerate(stream.tasks):
-        if masks_classes:
-            model.active = torch.tensor(tj.classes if cfg.scenario == "task" else
-                                        sorted({c for t in stream.tasks[:j + 1] for c in t.classes}), device=device)
-        baseline.append(_accuracy(model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size))
-    for i, task in enumerate(experiences):
-        x, y = task.train[0], (task.train[1] if cfg.joint else _labels(task, task.train[1], cfg.scenario))
-        head_classes = tuple(range(len(task.classes))) if cfg.scenario == "domain" and not cfg.joint else task.classes
-        seen = sorted({*seen, *head_classes})
-        exp = Experience(i, task.name, head_classes, data=(x, y), scenario=cfg.scenario)
-        if masks_classes:
-            active = task.classes if cfg.scenario == "task" else seen
-            model.active = None if cfg.joint else torch.tensor(active, device=device)
-        for h in method.hooks:
-            h.before_experience(exp)
-        if optimizer is None or cfg.reset_optimizer:
-            optimizer = OPTIMIZERS.get(cfg.optimizer)(method.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        global_batch = min(cfg.batch_size, len(x))
-        batches = BatchStream(len(x), global_batch, seed * 1000 + i, device,
-                              shard=dist.shard(global_batch) if dist.enabled else None)
-        method.train()
-        if cfg.epochs_per_task:
-            steps = cfg.epochs_per_task * -(-len(x) // cfg.batch_size)  # ceil: the last partial batch counts
-        else:
-            steps = cfg.steps_per_task * (n if cfg.joint else 1)  # joint gets the whole stream's iteration budget
-        t0 = time.perf_counter()
-        for step in range(steps):
-            idx = batches.next_indices()
-            state = StepState(step, steps, Batch(x[idx], y[idx], task_id=i))
-            loss = step_fn(state)  # training_step + before_backward hooks -> total loss
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"non-finite loss at task {i} step {step} ({ {k: float(v) for k, v in state.losses.items()} }); lower the lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for h in method.hooks:
-                h.after_backward(state)
-            optimizer.step()
-            for h in method.hooks:
-                h.after_update(state)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        per_task_seconds.append(time.perf_counter() - t0)
-        train_seconds += per_task_seconds[-1]
-        seen_images += steps * global_batch
-        for h in method.hooks:
-            h.after_experience(exp)
-        for j, tj in enumerate(stream.tasks):
-            if cfg.scenario == "task":
-                model.active = torch.tensor(tj.classes, device=device)
-            matrix[i, j] = _accuracy(model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size)
-        if progress is not None:
-            progress(i, matrix[i, :i + 1].mean() if not cfg.joint else matrix[i].mean())
-    if masks_classes:
-        model.active = None
+    curriculum = ContinualStream(method, stream, cfg, seed, progress)
+    trainer = Trainer(method, curriculum, trainer_config(cfg), run_dir, seed=seed, dist=dist)
+    fit = trainer.fit()
+    if curriculum.masks_classes:
+        method.model.active = None
+    baseline, matrix = accuracy_matrix(fit.history, len(stream.tasks))
+    if not dist.is_main:
+        return {"status": "worker"}
     summary = summarise(matrix, baseline) if not cfg.joint else {"average_accuracy": float(matrix[-1].mean())}
-    return {"accuracy_matrix": matrix.tolist(), **summary, "train_seconds": train_seconds,
-            "per_task_seconds": per_task_seconds, "initial_accuracy": baseline, "images_per_second": seen_images / max(train_seconds, 1e-9)}
+    return {"accuracy_matrix": matrix.tolist(), **summary, "train_seconds": fit.train_seconds,
+            "per_task_seconds": trainer.stage_seconds, "initial_accuracy": baseline,
+            "images_per_second": fit.images_per_second}
 
 
 def _joint(stream: Stream, scenario: str) -> Task:

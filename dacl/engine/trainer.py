@@ -1,8 +1,11 @@
-"""The one training loop every method runs in.
+"""The one training loop every method runs in, for every kind of run.
 
-Iteration-based (DA papers count iterations, not epochs); data are device tensors sampled by
-``BatchStream``; the method fills named loss terms and hooks stack on top; evaluation every N steps
-records what each validator would select; checkpoints capture everything needed for a bit-exact resume.
+It trains a ``Curriculum`` (dacl.engine.curriculum): a DA run is one experience, a continual stream one per
+task. Iteration-based (DA papers count iterations, not epochs); data are device tensors sampled by
+``BatchStream``; the method fills named loss terms and hooks stack on top. AMP, schedules, gradient clipping,
+DDP, train/eval logs and the non-finite check (made at logging steps only: no per-step host sync) hold for all
+kinds; the curriculum decides when and how the model is scored. Checkpoints capture everything needed for a
+bit-exact resume and load without unpickling code.
 """
 from __future__ import annotations
 
@@ -23,13 +26,12 @@ from dacl import distributed
 from dacl.benchmarks.domain_pair import DomainPair
 from dacl.data.stream import BatchStream
 from dacl.distributed import SINGLE, DistContext
+from dacl.engine.curriculum import Curriculum, DomainAdaptation
 from dacl.engine.checkpoint import load_checkpoint_file, restore_rng_state, rng_state, with_format
 from dacl.engine.results import atomic_torch_save
 from dacl.errors import ConfigError, NonFiniteLossError
 from dacl.methods.base import Batch, Experience, Hooks, Method, StepState
-from dacl.metrics import accuracy, expected_calibration_error, predict_in_batches
-from dacl.registry import OPTIMIZERS, SCHEDULES, VALIDATORS
-from dacl.validators import EvalContext
+from dacl.registry import OPTIMIZERS, SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class TrainerConfig:
     save_model: bool = True
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
     channels_last: bool = True  # NHWC conv layout: ~30% faster LeNet steps with oneDNN on CPU, and faster on GPU
+    reset_optimizer: bool = False  # multi-experience runs: a fresh optimizer and schedule at every experience
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "TrainerConfig":
@@ -114,11 +117,11 @@ class FitResult:
 class _CsvLog:
     """Append-only CSV whose columns are fixed by the first row; truncated to a step on resume."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.columns = path, None
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.columns = path, None  # no path: a run that keeps nothing on disk
 
     def truncate_after(self, step: int) -> None:
-        if not self.path.exists():
+        if self.path is None or not self.path.exists():
             return
         with self.path.open() as f:
             rows = list(csv.DictReader(f))
@@ -131,10 +134,13 @@ class _CsvLog:
 
     def reset(self) -> None:
         """Start empty: a fresh run takes its columns from its own first row, not from a killed run's header."""
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
         self.columns = None
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.path is None:
+            return
         new = not self.path.exists() or self.path.stat().st_size == 0
         if self.columns is None:
             self.columns = list(row.keys())
@@ -146,43 +152,72 @@ class _CsvLog:
 
 
 class Trainer:
-    def __init__(self, method: Method, data: DomainPair, cfg: TrainerConfig, run_dir: str | Path, seed: int = 0,
-                 dist: DistContext = SINGLE) -> None:
-        self.method, self.data, self.cfg, self.seed, self.dist = method, data, cfg, seed, dist
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = data.source_train[0].device
+    """Runs a ``Curriculum`` (a ``DomainPair`` is wrapped as one DA experience) through the one step loop."""
+
+    def __init__(self, method: Method, data: DomainPair | Curriculum, cfg: TrainerConfig,
+                 run_dir: str | Path | None = None, seed: int = 0, dist: DistContext = SINGLE) -> None:
+        self.method, self.cfg, self.seed, self.dist = method, cfg, seed, dist
+        self.needs_target = method.needs_target or any(p.needs_target for p in method.plugins)
+        self.curriculum = data if isinstance(data, Curriculum) else DomainAdaptation(
+            data, cfg.batch_size, cfg.target_batch_size, cfg.max_steps, self.needs_target, cfg.validators, seed)
+        self.data = data
+        self.stages = self.curriculum.stages()
+        self.stage_starts = [0]
+        for st in self.stages:
+            self.stage_starts.append(self.stage_starts[-1] + st.steps)
+        self.total_steps = self.stage_starts[-1]
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # None: nothing on disk (library callers)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = self.stages[0].inputs.device
         if cfg.channels_last:
             method.to(memory_format=torch.channels_last)  # conv weights; activations follow them
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
-        self.validators = {name: VALIDATORS.get(name) for name in cfg.validators}
-        self.needs_target = method.needs_target or any(p.needs_target for p in method.plugins)
-
-        groups = method.param_groups()
-        opt_kwargs = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=cfg.nesterov)
-        self.optimizer = OPTIMIZERS.get(cfg.optimizer)(groups, **opt_kwargs)
-        lr_lambda = SCHEDULES.get(cfg.schedule)(max_steps=cfg.max_steps, **cfg.schedule_kwargs)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.validators = self.curriculum.validators
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         # only hooks that override after_backward cost an unscale (e.g. A-GEM's gradient projection)
         self._grad_hooks = [h for h in method.hooks if type(h).after_backward is not Hooks.after_backward]
-
-        tbs = cfg.target_batch_size or cfg.batch_size  # global batch sizes: under DDP each rank takes its shard
-        self.source_stream = BatchStream(len(data.source_train[1]), cfg.batch_size, seed * 1000 + 1, self.device,
-                                         shard=dist.shard(cfg.batch_size) if dist.enabled else None)
-        self.target_stream = BatchStream(len(data.target_train_x), tbs, seed * 1000 + 2, self.device,
-                                         shard=dist.shard(tbs) if dist.enabled else None) if self.needs_target else None
-        self.images_per_step = cfg.batch_size + (tbs if self.needs_target else 0)
+        first = self.stages[0]
+        self.images_per_step = first.batch_size + (first.target_batch_size or 0)
         # training_step + before_backward hooks -> total loss; inside DDP under torchrun (backward all-reduces)
         self._step_fn = distributed.wrap(method, dist) if dist.enabled else distributed.StepModule(method)
 
-        self.step = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.source_stream: BatchStream | None = None
+        self.target_stream: BatchStream | None = None
+        self.step = 0  # global: counts the steps of every experience so far
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
-        self.train_log = _CsvLog(self.run_dir / "train_log.csv")
-        self.eval_log = _CsvLog(self.run_dir / "eval_log.csv")
-        self.checkpoint_path = self.run_dir / "checkpoint.pt"
-        self.tb = self._tensorboard() if cfg.tensorboard and dist.is_main else None
+        self.stage_seconds: list[float] = []
+        self.images_seen = 0
+        self.train_log = _CsvLog(self.run_dir / "train_log.csv" if self.run_dir else None)
+        self.eval_log = _CsvLog(self.run_dir / "eval_log.csv" if self.run_dir else None)
+        self.checkpoint_path = self.run_dir / "checkpoint.pt" if self.run_dir else None
+        self.tb = self._tensorboard() if cfg.tensorboard and dist.is_main and self.run_dir else None
+        self._open_stage(0)  # optimizer and streams exist from the start (a checkpoint loads into them)
+
+    # --- experiences ------------------------------------------------------------------------------
+    def _stage_of(self, step: int) -> int:
+        """Index of the experience that global step ``step`` belongs to (the last one once training ended)."""
+        return next((k for k in range(len(self.stages)) if step < self.stage_starts[k + 1]), len(self.stages) - 1)
+
+    def _open_stage(self, k: int) -> None:
+        """Batch streams of experience ``k``; a fresh optimizer and schedule for the first one, and for every one
+        under ``reset_optimizer`` (a CL protocol choice: the authors' code of some papers keeps Adam's state)."""
+        st, dist = self.stages[k], self.dist
+        self.source_stream = BatchStream(len(st.labels), st.batch_size, st.stream_seed, self.device,
+                                         shard=dist.shard(st.batch_size) if dist.enabled else None)
+        self.target_stream = BatchStream(len(st.target_inputs), st.target_batch_size, st.stream_seed + 1, self.device,
+                                         shard=dist.shard(st.target_batch_size) if dist.enabled else None) \
+            if st.target_inputs is not None else None
+        if self.optimizer is None or (self.cfg.reset_optimizer and k > 0):
+            cfg = self.cfg
+            opt_kwargs = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=cfg.nesterov)
+            self.optimizer = OPTIMIZERS.get(cfg.optimizer)(self.method.param_groups(), **opt_kwargs)
+            lr_lambda = SCHEDULES.get(cfg.schedule)(max_steps=st.steps, **cfg.schedule_kwargs)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self._opened = k
 
     # --- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -191,19 +226,28 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "source_stream": self.source_stream.state_dict(),
             "target_stream": self.target_stream.state_dict() if self.target_stream else None,
-            "rng": rng_state(), "history": self.history, "train_seconds": self.train_seconds, "max_steps": self.cfg.max_steps,
+            "rng": rng_state(), "history": self.history, "train_seconds": self.train_seconds,
+            "stage_seconds": self.stage_seconds, "images_seen": self.images_seen, "max_steps": self.total_steps,
         })
 
+    def _check_checkpointable(self) -> None:
+        if len(self.stages) > 1:
+            raise ConfigError("checkpoint/resume of a multi-experience run is not supported yet (plugin state such as "
+                              "LwF's teacher or SI's path integral lives outside state_dict); drop trainer.ckpt_every "
+                              "and trainer.resume for continual runs")
+
     def save_checkpoint(self) -> None:
-        if not self.dist.is_main:  # ranks hold identical state: one file
+        if not self.dist.is_main or self.checkpoint_path is None:  # ranks hold identical state: one file
             return
+        self._check_checkpointable()
         atomic_torch_save(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
+        self._check_checkpointable()
         ckpt = load_checkpoint_file(path, self.device)
-        if ckpt["max_steps"] != self.cfg.max_steps:
+        if ckpt["max_steps"] != self.total_steps:
             raise ConfigError(f"checkpoint {path} was made with max_steps={ckpt['max_steps']}, this run has "
-                              f"{self.cfg.max_steps}; resume with the same config or start a new run directory")
+                              f"{self.total_steps}; resume with the same config or start a new run directory")
         self.method.load_state_dict(ckpt["method"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -213,6 +257,7 @@ class Trainer:
             self.target_stream.load_state_dict(ckpt["target_stream"])
         restore_rng_state(ckpt["rng"])
         self.step, self.history, self.train_seconds = ckpt["step"], ckpt["history"], ckpt["train_seconds"]
+        self.stage_seconds, self.images_seen = ckpt["stage_seconds"], ckpt["images_seen"]
         if self.dist.is_main:
             self.train_log.truncate_after(self.step)
             self.eval_log.truncate_after(self.step)
@@ -221,73 +266,70 @@ class Trainer:
     # --- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Score the model as the curriculum defines it (eval mode for the duration)."""
         self.method.eval()
-        pred = lambda x: predict_in_batches(self.method.predict, x, self.cfg.eval_batch_size, self.amp_dtype)  # noqa: E731
-        d = self.data
-        val_logits, tgt_logits = pred(d.source_val[0]), pred(d.target_test[0])
-        ctx = EvalContext(val_logits, d.source_val[1], tgt_logits, None, feature_fn=self._feature_fn())
-        rec = {"step": self.step,
-               "source_val_acc": accuracy(val_logits, d.source_val[1]),
-               "source_test_acc": accuracy(pred(d.source_test[0]), d.source_test[1]),
-               "target_test_acc": accuracy(tgt_logits, d.target_test[1]),
-               "target_test_ece": expected_calibration_error(tgt_logits, d.target_test[1])}
-        for name, fn in self.validators.items():  # target labels reach only validators that declare them (the oracle)
-            labelled = getattr(fn, "uses_target_labels", False)
-            seen = EvalContext(**{**vars(ctx), "target_labels": d.target_test[1]}) if labelled else ctx
-            rec[f"score/{name}"] = float(fn(seen))
-        self.method.train()
-        return rec
-
-    def _feature_fn(self):
-        """Lazy, cached bottleneck features for validators that need them (DEV); subsampled to 2,048 rows."""
-        cache: dict[str, torch.Tensor] = {}
-        g = torch.Generator().manual_seed(0)
-        sources = {"source_train": self.data.source_train[0], "source_val": self.data.source_val[0],
-                   "target": self.data.target_train_x}
-
-        def features(split: str) -> torch.Tensor:
-            if split not in cache:
-                x = sources[split]
-                if split != "source_val" and len(x) > 2048:
-                    x = x[torch.randperm(len(x), generator=g)[:2048].to(x.device)]
-                cache[split] = predict_in_batches(self.method.model.features, x, self.cfg.eval_batch_size, self.amp_dtype)
-            return cache[split]
-
-        return features
+        try:
+            return self.curriculum.evaluate(self, self._stage_of(max(0, self.step - 1)))
+        finally:
+            self.method.train()
 
     def select(self) -> dict[str, dict[str, float]]:
-        """For each protocol, the eval record it picks: 'last', each validator's argmax, and 'oracle'."""
-        if not self.history:
-            return {}
-        picks: dict[str, dict[str, float]] = {"last": self.history[-1]}
-        for name in self.validators:
-            picks[name] = max(self.history, key=lambda r: r[f"score/{name}"])  # first best on ties
-        picks["oracle"] = max(self.history, key=lambda r: r["target_test_acc"])
-        return picks
+        return self.curriculum.select(self.history)
 
     # --- training ---------------------------------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> FitResult:
-        """Train to ``max_steps`` (or pause at ``stop_at``, checkpointing, for resumption)."""
+        """Train every experience to its end (or pause at global step ``stop_at``, checkpointing, for resumption)."""
         cfg, method = self.cfg, self.method
-        if cfg.resume and self.checkpoint_path.exists():
+        if cfg.resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
         elif self.step == 0 and self.dist.is_main:  # a fresh start must not append to a killed run's logs
             self.train_log.reset()
             self.eval_log.reset()
-        end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
+        end = min(self.total_steps, stop_at) if stop_at is not None else self.total_steps
+        if self.step == 0 and not self.history and self.dist.is_main:
+            for rec in self.curriculum.initial_records(self):
+                self._record_eval(rec)
         method.train()
-        if self.step == 0:
-            for h in method.hooks:
-                h.before_experience(Experience(0, self.data.task, data=self.data.source_train))
+        bar = _progress(self.step, self.total_steps, enabled=cfg.progress,
+                        desc=f"{method.registry_name} {self.curriculum.name}")
+        while self.step < end:
+            k = self._stage_of(self.step)
+            self._train_stage(k, end, bar)
+        bar.close()
 
-        xs, ys = self.data.source_train
-        xt = self.data.target_train_x
-        bar = _progress(self.step, cfg.max_steps, enabled=cfg.progress, desc=f"{method.registry_name} {self.data.task}")
+        if self.step < self.total_steps:  # paused: leave a checkpoint to resume from
+            self.save_checkpoint()
+        else:
+            for h in method.hooks:
+                h.end_training()
+            if cfg.save_model and self.dist.is_main and self.run_dir is not None:
+                atomic_torch_save(method.model.state_dict(), self.run_dir / "model.pt")
+            if cfg.ckpt_every:
+                self.save_checkpoint()
+        if self.tb is not None:
+            self.tb.close()
+        return FitResult(self.history, self.select(), self.step, self.train_seconds,
+                         self.images_seen / max(self.train_seconds, 1e-9))
+
+    def _train_stage(self, k: int, end: int, bar: Any) -> None:
+        """Steps of experience ``k`` from where the run stands up to ``end``; its hooks at its start and end."""
+        cfg, method, st = self.cfg, self.method, self.stages[k]
+        first, last_step = self.stage_starts[k], self.stage_starts[k + 1]
+        self.curriculum.enter(k)
+        fresh = self.step == first
+        if fresh:
+            if self._opened != k:
+                self._open_stage(k)
+            self.stage_seconds.append(0.0)
+            for h in method.hooks:
+                h.before_experience(st.experience)
+        xs, ys, xt = st.inputs, st.labels, st.target_inputs
+        images = st.batch_size + (st.target_batch_size or 0)
         t0 = time.perf_counter()
-        for step in range(self.step, end):
+        for step in range(self.step, min(end, last_step)):
             idx = self.source_stream.next_indices()
-            batch = Batch(xs[idx], ys[idx], xt[self.target_stream.next_indices()] if self.target_stream else None, index=idx)
-            state = StepState(step, cfg.max_steps, batch)
+            tgt = xt[self.target_stream.next_indices()] if self.target_stream is not None else None
+            state = StepState(step - first, st.steps, Batch(xs[idx], ys[idx], tgt, task_id=st.experience.index, index=idx))
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss = self._step_fn(state)
             self.optimizer.zero_grad(set_to_none=True)
@@ -304,34 +346,29 @@ class Trainer:
             for h in method.hooks:
                 h.after_update(state)
             self.step = step + 1
+            self.images_seen += images
 
-            last = self.step == cfg.max_steps
-            if self.step % cfg.log_every == 0 or last or self.step == end:
-                self._log_train(state, loss, bar)
-            if (self.step % cfg.eval_every == 0 or last) and self.dist.is_main:  # other ranks wait at the next all-reduce
-                self.train_seconds += _elapsed(t0, self.device)
+            done = self.step == last_step
+            if self.step % cfg.log_every == 0 or done or self.step == end:
+                self._log_train(state, loss, bar)  # also the non-finite check: no per-step host sync
+            if self.curriculum.periodic_eval and (self.step % cfg.eval_every == 0 or done) and self.dist.is_main:
+                t0 = self._pause_clock(t0, k)  # other ranks wait at the next all-reduce
                 self._record_eval(self.evaluate())
-                t0 = time.perf_counter()
-            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not last:
+            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step != self.total_steps:
                 self.save_checkpoint()
-        self.train_seconds += _elapsed(t0, self.device)  # time since the last evaluation
-        bar.close()
-
-        if self.step < cfg.max_steps:  # paused: leave a checkpoint to resume from
-            self.save_checkpoint()
-        else:
+        self._pause_clock(t0, k)
+        if self.step == last_step:
             for h in method.hooks:
-                h.after_experience(Experience(0, self.data.task, data=self.data.source_train))
-                h.end_training()
-            if cfg.save_model and self.dist.is_main:
-                atomic_torch_save(method.model.state_dict(), self.run_dir / "model.pt")
-            if cfg.ckpt_every:
-                self.save_checkpoint()
-        if self.tb is not None:
-            self.tb.close()
-        steps_timed = max(1, self.step)
-        return FitResult(self.history, self.select(), self.step, self.train_seconds,
-                         steps_timed * self.images_per_step / max(self.train_seconds, 1e-9))
+                h.after_experience(st.experience)
+            if not self.curriculum.periodic_eval and self.dist.is_main:
+                self._record_eval(self.evaluate())
+
+    def _pause_clock(self, t0: float, k: int) -> float:
+        """Add the time since ``t0`` to the training time (evaluation is not training); returns a fresh ``t0``."""
+        seconds = _elapsed(t0, self.device)
+        self.train_seconds += seconds
+        self.stage_seconds[k] += seconds
+        return time.perf_counter()
 
     def _log_train(self, state: StepState, loss: torch.Tensor, bar: Any) -> None:
         values = {k: float(v.detach().float().item()) for k, v in state.losses.items()}
