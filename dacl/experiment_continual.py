@@ -29,6 +29,12 @@ PROTOCOL_NOTE = ("accuracy_matrix[i][j]: accuracy on task j's test set after tra
                  "the mean of the last row; no model selection (the final model is evaluated), no test labels seen")
 
 
+# Top-level keys of configs/continual.yaml: anything else (a `+plugins=...` meant for `dacl run`) is an error, not a
+# silently ignored setting.
+CONTINUAL_KEYS = frozenset({"stream", "strategy", "scenario", "seed", "data_root", "download", "device", "threads",
+                            "model", "train", "tag"})
+
+
 def build_stream(plain: Mapping[str, Any], device: torch.device):
     spec = dict(plain["stream"])
     name = spec.pop("name")
@@ -82,11 +88,16 @@ def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, comm
     dist, device_name = distributed.from_env(str(plain.get("device", "auto")))  # torchrun: join the group
     results_path, failed_path = run_dir / "results.json", run_dir / "failed.json"
     if dist.is_main:
-        results_path.unlink(missing_ok=True)
+        if not (plain.get("train") or {}).get("resume"):
+            results_path.unlink(missing_ok=True)  # a stale result must never survive a new run
         failed_path.unlink(missing_ok=True)
     provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     started = time.time()
     try:
+        unknown_keys = set(plain) - CONTINUAL_KEYS
+        if unknown_keys:
+            raise ConfigError(f"unknown continual option(s) {sorted(unknown_keys)}; a continual run takes "
+                              f"{sorted(CONTINUAL_KEYS)} (add plugins through strategy.plugins or a configs/strategy file)")
         if plain.get("threads"):
             torch.set_num_threads(int(plain["threads"]))
         device = resolve_device(device_name)
@@ -104,7 +115,8 @@ def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, comm
         def progress(i: int, acc: float) -> None:
             log.info("%s: task %d/%d done, mean acc on tasks so far %.4f", name, i + 1, len(stream), acc)
 
-        metrics = run_stream(method, stream, ccfg, seed=seed, progress=progress if dist.is_main else None, dist=dist)
+        metrics = run_stream(method, stream, ccfg, seed=seed, progress=progress if dist.is_main else None, dist=dist,
+                             run_dir=run_dir)
     except BaseException as exc:
         atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
                                         "command": command, "traceback": traceback.format_exc(), "rank": dist.rank,

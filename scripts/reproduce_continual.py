@@ -111,7 +111,7 @@ def launch(args: argparse.Namespace, done: dict[tuple, dict], stream: str, scena
     if not args.force and (scenario, strategy, seed) in done.get(stream, {}):
         return f"reused {archive_path(args, stream)}: {stream} {scenario} {strategy} seed{seed}"
     cmd = [sys.executable, "-m", "dacl", "continual", f"stream={stream}", f"scenario={scenario}", f"strategy={strategy}",
-           f"seed={seed}", f"tag={args.tag}", f"threads={args.threads}", *args.overrides]
+           f"seed={seed}", f"tag={args.tag}", f"threads={args.threads}", *args.overrides, f"hydra.run.dir={out}"]
     if args.data_root:
         cmd.append(f"data_root={args.data_root}")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

@@ -166,3 +166,47 @@ def test_compare_avalanche_applies_one_optimizer_state_policy_to_both_frameworks
     assert steps == (iters[-1] if policy == "reset" else sum(iters))
     ca.run_dacl("naive", stream, 0, args)
     assert len(built["AdamW"]) == (len(stream.tasks) if policy == "reset" else 1)
+
+
+def test_a_continual_run_killed_with_sigkill_resumes_to_the_same_matrix_bitwise(tmp_path):
+    """`kill -9` mid-stream, then train.resume=true: the final accuracy matrix equals an uninterrupted run's."""
+    import signal
+    import time
+
+    import torch
+
+    args = ["stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=replay",
+            "train.steps_per_task=200", "train.ckpt_every=50", "threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = subprocess.run([sys.executable, "-m", "dacl", "continual", *args, f"hydra.run.dir={tmp_path / 'full'}"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "dacl", "continual", *args, f"hydra.run.dir={killed_dir}"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while not (killed_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert alive, "the run finished before its first checkpoint; it must be killed mid-stream"
+    step = torch.load(killed_dir / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < step < 1000 and not (killed_dir / "results.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "dacl", "continual", *args, "train.resume=true",
+                              f"hydra.run.dir={killed_dir}"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "full" / "results.json").read_text())["metrics"]
+    b = json.loads((killed_dir / "results.json").read_text())["metrics"]
+    assert b["accuracy_matrix"] == a["accuracy_matrix"] and b["initial_accuracy"] == a["initial_accuracy"]
+
+
+def test_continual_rejects_settings_it_would_ignore_and_keeps_short_runs_apart(tmp_path):
+    proc = _cli("stream=split_mnist", "stream.dataset=mnist_5k", "+plugins=[{name: ewc}]", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "dacl: error: unknown continual option(s) ['plugins']" in proc.stderr
+    assert "strategy.plugins" in proc.stderr and not (tmp_path / "results.json").exists()
+    proc = _cli("stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=naive", "tag=t",
+                "train.steps_per_task=5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = [p.relative_to(tmp_path / "runs" / "t").parent.as_posix() for p in tmp_path.rglob("results.json")]
+    assert found == ["split_mnist/class/naive/stream.dataset=mnist_5k,train.steps_per_task=5/seed0"]

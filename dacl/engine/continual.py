@@ -54,6 +54,8 @@ class ContinualConfig:
     log_every: int = 50           # train_log.csv rows, and how often a non-finite loss is caught (one host sync each)
     amp: str = "auto"             # as trainer.amp: bf16 autocast on CUDA, off on CPU
     grad_clip: float | None = None
+    ckpt_every: int = 0           # checkpoint every N steps (global over the stream); resume continues bitwise
+    resume: bool = False
 
 
 class TaskMask(nn.Module):
@@ -171,12 +173,12 @@ class ContinualStream(Curriculum):
 
 
 def trainer_config(cfg: ContinualConfig) -> TrainerConfig:
-    """The loop's settings for a CL protocol: constant LR, evaluation after each experience, no checkpoints."""
+    """The loop's settings for a CL protocol: constant LR, evaluation after each experience."""
     return TrainerConfig(max_steps=1, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
                          weight_decay=cfg.weight_decay, schedule="constant", eval_every=1, log_every=cfg.log_every,
                          eval_batch_size=cfg.eval_batch_size, validators=[], progress=False, save_model=False,
                          channels_last=False, reset_optimizer=cfg.reset_optimizer, device="auto", amp=cfg.amp,
-                         grad_clip=cfg.grad_clip)
+                         grad_clip=cfg.grad_clip, ckpt_every=cfg.ckpt_every, resume=cfg.resume)
 
 
 def accuracy_matrix(history: list[dict[str, float]], n_tasks: int) -> tuple[list[float], np.ndarray]:
@@ -188,17 +190,21 @@ def accuracy_matrix(history: list[dict[str, float]], n_tasks: int) -> tuple[list
 
 def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int = 0,
                progress: Callable[[int, float], None] | None = None,
-               dist: distributed.DistContext = distributed.SINGLE, run_dir: str | Path | None = None) -> dict:
+               dist: distributed.DistContext = distributed.SINGLE, run_dir: str | Path | None = None,
+               stop_at: int | None = None) -> dict:
     """Train ``method`` (already ``setup`` with a ``TaskMask``-wrapped model) on ``stream`` in the one training loop;
     returns the accuracy matrix and its summaries.
 
     Under torchrun (``dist``) each process trains on its shard of every global batch inside DDP; rank 0 evaluates.
     ``progress(task_index, mean accuracy over the tasks seen so far)`` is called after each task.
-    ``run_dir``: where the loop writes its train/eval logs (none when omitted).
+    ``run_dir``: where the loop writes its train/eval logs and checkpoints (none when omitted); ``stop_at``: pause
+    at that global step with a checkpoint there (``cfg.resume`` continues from it).
     """
     curriculum = ContinualStream(method, stream, cfg, seed, progress)
     trainer = Trainer(method, curriculum, trainer_config(cfg), run_dir, seed=seed, dist=dist)
-    fit = trainer.fit()
+    fit = trainer.fit(stop_at=stop_at)
+    if fit.steps < trainer.total_steps:
+        return {"status": "paused", "step": fit.steps}
     if curriculum.masks_classes:
         method.model.active = None
     baseline, matrix = accuracy_matrix(fit.history, len(stream.tasks))

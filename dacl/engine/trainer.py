@@ -228,26 +228,21 @@ class Trainer:
             "target_stream": self.target_stream.state_dict() if self.target_stream else None,
             "rng": rng_state(), "history": self.history, "train_seconds": self.train_seconds,
             "stage_seconds": self.stage_seconds, "images_seen": self.images_seen, "max_steps": self.total_steps,
+            "opened": self._opened,
         })
-
-    def _check_checkpointable(self) -> None:
-        if len(self.stages) > 1:
-            raise ConfigError("checkpoint/resume of a multi-experience run is not supported yet (plugin state such as "
-                              "LwF's teacher or SI's path integral lives outside state_dict); drop trainer.ckpt_every "
-                              "and trainer.resume for continual runs")
 
     def save_checkpoint(self) -> None:
         if not self.dist.is_main or self.checkpoint_path is None:  # ranks hold identical state: one file
             return
-        self._check_checkpointable()
         atomic_torch_save(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
-        self._check_checkpointable()
         ckpt = load_checkpoint_file(path, self.device)
         if ckpt["max_steps"] != self.total_steps:
             raise ConfigError(f"checkpoint {path} was made with max_steps={ckpt['max_steps']}, this run has "
                               f"{self.total_steps}; resume with the same config or start a new run directory")
+        if ckpt["opened"] != self._opened:  # the experience whose streams and optimizer the checkpoint holds
+            self._open_stage(ckpt["opened"])
         self.method.load_state_dict(ckpt["method"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -354,14 +349,16 @@ class Trainer:
             if self.curriculum.periodic_eval and (self.step % cfg.eval_every == 0 or done) and self.dist.is_main:
                 t0 = self._pause_clock(t0, k)  # other ranks wait at the next all-reduce
                 self._record_eval(self.evaluate())
-            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step != self.total_steps:
+            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not done:
                 self.save_checkpoint()
         self._pause_clock(t0, k)
-        if self.step == last_step:
+        if self.step == last_step:  # a checkpoint at an experience's last step is taken only after its end hooks
             for h in method.hooks:
                 h.after_experience(st.experience)
             if not self.curriculum.periodic_eval and self.dist.is_main:
                 self._record_eval(self.evaluate())
+            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step != self.total_steps:
+                self.save_checkpoint()
 
     def _pause_clock(self, t0: float, k: int) -> float:
         """Add the time since ``t0`` to the training time (evaluation is not training); returns a fresh ``t0``."""

@@ -144,7 +144,45 @@ class Method(nn.Module, Hooks):
         """Restore the state before any test-time adaptation (episodic TTA). Default: nothing to undo."""
 
 
-class Plugin(nn.Module, Hooks):
+class GrowingState:
+    """Mixin for modules whose state appears while they train, so a checkpoint restores all of it.
+
+    - Buffers registered lazily (EWC's per-parameter importances, a memory allocated on its first example) are
+      created from the checkpoint's tensors before loading, so a fresh module accepts them.
+    - Plain attributes named in ``resumable_attrs`` (lists of tensors, class tuples, counters) travel in
+      ``state_dict`` as PyTorch's ``_extra_state``; they must be tensors, numbers, strings, None, or
+      lists/tuples/dicts of those, so checkpoints still load with ``weights_only=True``.
+    - A lazily built submodule (LwF's teacher) is created by overriding ``create_missing_modules``.
+    Without this, a continual run could not resume mid-stream: the hooks that build this state have already run.
+    """
+
+    resumable_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.resumable_attrs if hasattr(self, name)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def create_missing_modules(self, names: set[str]) -> None:
+        """Build the lazily created submodules among ``names`` (found in a checkpoint) so they can be loaded."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        children = {k.split(".", 1)[0] for k in own if "." in k} - set(self._modules)
+        if children:
+            self.create_missing_modules(children)
+        for name, value in own.items():
+            grown = "." not in name and name != "_extra_state" and name not in self._parameters
+            if grown and self._buffers.get(name) is None:
+                self.register_buffer(name, torch.empty_like(value))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+class Plugin(GrowingState, nn.Module, Hooks):
     """A stackable add-on (regularizer, replay buffer, ...) attached to any method via ``method.plugins``."""
 
     defaults: ClassVar[dict[str, Any]] = {}

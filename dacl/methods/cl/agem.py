@@ -16,6 +16,7 @@ from dacl.registry import PLUGINS
 @PLUGINS.register("agem")
 class AGEM(PerTaskHeads, Plugin):
     defaults = {"memory_size": 2000, "per_experience": 500, "batch_size": 256, "seed": 0}
+    resumable_attrs = (*PerTaskHeads.resumable_attrs, "projections")
 
     def attach(self, method) -> None:
         super().attach(method)

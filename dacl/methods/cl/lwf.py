@@ -45,6 +45,11 @@ def unmasked(model: torch.nn.Module) -> torch.nn.Module:
 @PLUGINS.register("lwf")
 class LwF(Plugin):
     defaults = {"weight": 1.0, "temperature": 2.0, "targets": "old_only"}
+    resumable_attrs = ("_groups", "_old_classes", "_padded", "_n_old")
+
+    def create_missing_modules(self, names: set[str]) -> None:
+        if "teacher" in names:  # its weights come from the checkpoint; the copy only gives it the right shapes
+            self.teacher = copy.deepcopy(unmasked(self.method.model)).eval().requires_grad_(False)
 
     def before_experience(self, experience: Experience) -> None:
         old = getattr(self, "_old_classes", [])

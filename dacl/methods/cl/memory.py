@@ -12,16 +12,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dacl.methods.base import Experience
+from dacl.methods.base import Experience, GrowingState
 from dacl.methods.cl.lwf import unmasked
 
 
-class ReservoirBuffer(torch.nn.Module):
+class ReservoirBuffer(GrowingState, torch.nn.Module):
     """A uniform sample of everything offered so far, never more than ``capacity`` examples.
 
-    Known limit: the storage is allocated on the first ``add``, so restoring a checkpoint needs one ``add``
-    (any batch of the right shape) before ``load_state_dict``.
+    The storage is allocated on the first ``add``; a checkpoint restores it (and the sampling generator) into a
+    fresh buffer (``GrowingState``).
     """
+
+    resumable_attrs = ("capacity",)
 
     fill_at_experience_end = False  # filled from every training batch
 
@@ -33,6 +35,13 @@ class ReservoirBuffer(torch.nn.Module):
         self.register_buffer("x", None)  # allocated on the first add, once the example shape is known
         self.register_buffer("y", None)
         self.gen = torch.Generator().manual_seed(seed)
+
+    def get_extra_state(self) -> dict:
+        return {**super().get_extra_state(), "generator": self.gen.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.gen.set_state(state.pop("generator"))
+        super().set_extra_state(state)
 
     def add(self, x: Tensor, y: Tensor) -> None:
         if self.x is None:
@@ -69,7 +78,7 @@ class ReservoirBuffer(torch.nn.Module):
         self.capacity = capacity
 
 
-class BalancedBuffer(torch.nn.Module):
+class BalancedBuffer(GrowingState, torch.nn.Module):
     """``capacity`` examples split equally over the groups seen so far; a reservoir inside each group."""
 
     fill_at_experience_end = False
@@ -79,6 +88,20 @@ class BalancedBuffer(torch.nn.Module):
         self.capacity, self.seed = capacity, seed
         self.groups = torch.nn.ModuleDict()
         self.gen = torch.Generator().manual_seed(seed)
+
+    def get_extra_state(self) -> dict:
+        return {"generator": self.gen.get_state(), "groups": list(self.groups)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.gen.set_state(state["generator"])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        """Groups appear as experiences or classes arrive: re-create those the checkpoint holds, in its order."""
+        groups = state_dict.get(prefix + "_extra_state", {}).get("groups", [])
+        for key in groups:
+            if key not in self.groups:
+                self.groups[key] = ReservoirBuffer(1, seed=self.seed * 1000 + int(key))  # capacity restored on load
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def size(self) -> Tensor:
@@ -138,6 +161,7 @@ class PerTaskHeads:
 
     _task_of_label: Tensor | None = None
     _task_il: bool = False
+    resumable_attrs = ("_task_of_label", "_task_il")
 
     def before_experience(self, experience: Experience) -> None:
         self._task_il = experience.scenario == "task" and experience.classes is not None

@@ -16,6 +16,7 @@ from dacl.registry import PLUGINS
 @PLUGINS.register("si")
 class SI(Plugin):
     defaults = {"weight": 1.0, "xi": 0.1}
+    resumable_attrs = ("_start", "_prev", "_path", "_omega", "_anchor")  # a checkpoint mid-task keeps them
 
     def _params(self) -> list[Tensor]:
         return [p for p in self.method.model.parameters() if p.requires_grad]
