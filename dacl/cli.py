@@ -103,6 +103,10 @@ def cmd_run(args: list[str]) -> None:
 
     def summary(res: dict) -> str:
         acc = res["metrics"]["target_test_acc"]
+        if res.get("kind") == "tta":
+            tta = res["metrics"]["test_time_adaptation"]
+            return (f"{res['task']} {res['method']} seed={res['seed']}: target acc adapted={acc['last']:.4f} "
+                    f"(source model {tta['source_target_test_acc']:.4f}, {tta['protocol']})")
         return (f"{res['task']} {res['method']} seed={res['seed']}: target acc last={acc['last']:.4f} "
                 f"source_val-selected={acc['source_val']:.4f} (oracle {acc['oracle']:.4f}) "
                 f"[{res['train_images_per_second']:.0f} examples/s]")

@@ -37,6 +37,7 @@ from dacl.reporting import to_csv  # noqa: E402
 
 METHODS = ["source", "bn_adapt", "tent", "shot_im"]
 PROTOCOLS = ["episodic_domain", "continual"]
+MNIST_CLASSES = 10  # the source model is trained on MNIST; the corruptions keep its labels
 
 
 def main() -> None:
@@ -60,7 +61,8 @@ def main() -> None:
     plain = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(args.source_run)
     fresh_model = source_model_factory(cfg, run_dir, shlex.join(["dacl", "run", "+experiment=tta_source_mnist",
-                                                                 f"data_root={args.data_root}", *args.overrides]), device)
+                                                                 f"data_root={args.data_root}", *args.overrides]), device,
+                                       num_classes=MNIST_CLASSES)
     bench = plain["benchmark"]
     prep = lambda x: to_tensor_images(x, bench["image_size"], bench["channels"], bench["mean"], bench["std"], device)  # noqa: E731
 
@@ -82,7 +84,7 @@ def main() -> None:
                         acc = {n: float((model(x).argmax(1) == yy).float().mean()) for n, x, yy in domains}
                     label = "source"
                 else:
-                    tta = build_tta(method, fresh_model(), 10)
+                    tta = build_tta(method, fresh_model(), MNIST_CLASSES)
                     acc = run_tta(tta, domains, protocol=protocol, batch_size=args.batch_size, seed=0)
                     label = f"{method} [{protocol}]"
                 for name, a in acc.items():

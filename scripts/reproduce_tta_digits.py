@@ -58,19 +58,19 @@ def adapt_one(task: str, seed: int, args, device: torch.device, provenance: dict
         cfg = compose("config", overrides=overrides)
     plain = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(args.runs) / "tta_source" / plain["benchmark"]["name"] / "source_only" / f"seed{seed}"
-    fresh = source_model_factory(cfg, run_dir, "dacl run " + shlex.join(overrides), device)
     data = build_benchmark(plain, device)  # target_train_x: unlabelled target train; target_test: labelled test
+    fresh = source_model_factory(cfg, run_dir, "dacl run " + shlex.join(overrides), device, num_classes=data.num_classes)
     x_test, y_test = data.target_test
     acc: dict[str, float] = {}
     with torch.no_grad():
         acc["source"] = accuracy(predict_in_batches(fresh().eval(), x_test), y_test)
     for name in ("bn_adapt", "tent", "shot_im"):
         seed_everything(seed)
-        acc[f"{name} [online]"] = run_tta(build_tta(name, fresh(), 10), [("target", x_test, y_test)], "episodic_domain", seed=seed)["target"]
+        acc[f"{name} [online]"] = run_tta(build_tta(name, fresh(), data.num_classes), [("target", x_test, y_test)], "episodic_domain", seed=seed)["target"]
         print(task, seed, name, acc[f"{name} [online]"], flush=True)
     for label, kw in (("shot_im [offline]", {}), ("shot [offline]", {"cluster_weight": 0.3})):
         seed_everything(seed)
-        method = build_tta("shot_im", fresh(), 10, lr=0.01, **kw)
+        method = build_tta("shot_im", fresh(), data.num_classes, lr=0.01, **kw)
         fit_tta(method, data.target_train_x, epochs=args.epochs or spec["epochs"], seed=seed, lr_decay=True)
         acc[label] = evaluate_adapted(method, x_test, y_test)
         print(task, seed, label, acc[label], flush=True)

@@ -81,3 +81,26 @@ def test_sweep_trials_and_config_overrides_never_share_a_folder(tmp_path):
     dirs = {p.parent for p in (tmp_path / "runs" / "t").rglob("results.json")}
     assert len(dirs) == 4
     assert {d.parent.parent.name for d in dirs} == {"source_only", "source_only_hp1"}
+
+
+def test_test_time_methods_run_through_dacl_run(tmp_path):
+    """`dacl run method=<tta>` trains the source model in the loop, then the method adapts it on the target test
+    batches; results.json reports both. On this shift every method must beat its unadapted source model (a method
+    whose adapt() only predicts would tie it)."""
+    import pytest
+
+    for method in ("tent", "bn_adapt", "shot_im"):
+        out = tmp_path / method
+        proc = dacl("run", f"method={method}", "benchmark=synthetic_shift", "trainer.max_steps=50",
+                    "trainer.progress=false", "trainer.device=cpu", f"hydra.run.dir={out}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        res = json.loads((out / "results.json").read_text())
+        tta = res["metrics"]["test_time_adaptation"]
+        assert res["kind"] == "tta" and res["method"] == method and tta["protocol"] == "episodic_domain"
+        assert res["metrics"]["target_test_acc"]["last"] == tta["target_test_acc"]
+        assert tta["source_target_test_acc"] == pytest.approx(res["metrics"]["source_model_target_test_acc"]["last"])
+        assert tta["target_test_acc"] > tta["source_target_test_acc"] + 0.05, (method, tta)
+        assert f"adapted={tta['target_test_acc']:.4f}" in proc.stdout
+    proc = dacl("run", "method=tent", "benchmark=synthetic_shift", "model=lenet", "model.bottleneck_dim=0",
+                "trainer.max_steps=2", "trainer.progress=false", f"hydra.run.dir={tmp_path / 'nobn'}", cwd=tmp_path)
+    assert "adapts BatchNorm layers but the model has none" in _one_line_error(proc)

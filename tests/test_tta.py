@@ -163,7 +163,7 @@ def test_shot_source_architecture_and_stale_source_runs(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"config": {"method": {"name": "source_only"}, "seed": 0}}))
     cfg = {"method": {"name": "source_only", "label_smoothing": 0.1}, "seed": 0, "model": {}, "benchmark": {}, "trainer": {}}
     with pytest.raises(ConfigError, match="different method"):
-        source_model_factory(cfg, tmp_path, "cmd", torch.device("cpu"))
+        source_model_factory(cfg, tmp_path, "cmd", torch.device("cpu"), num_classes=10)
 
 
 def test_source_run_reuse_ignores_validators_but_not_training_options(tmp_path):
@@ -182,8 +182,8 @@ def test_source_run_reuse_ignores_validators_but_not_training_options(tmp_path):
     torch.manual_seed(0)
     trained = build_classifier(num_classes=10, in_channels=1, image_size=28, **base["model"])
     torch.save(trained.state_dict(), tmp_path / "model.pt")
-    fresh = source_model_factory(base | {"trainer": {"lr": 0.01, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"))
+    fresh = source_model_factory(base | {"trainer": {"lr": 0.01, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"), num_classes=10)
     copy = fresh()  # the reused run's weights, not a newly initialised model
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), trained.state_dict().values()))
     with pytest.raises(ConfigError, match="different trainer"):
-        source_model_factory(base | {"trainer": {"lr": 0.1, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"))
+        source_model_factory(base | {"trainer": {"lr": 0.1, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"), num_classes=10)

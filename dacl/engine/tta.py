@@ -9,8 +9,9 @@ class-sorted batches would corrupt batch statistics.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -98,7 +99,44 @@ def evaluate_adapted(method: Method, x: Tensor, y: Tensor, batch_size: int = 102
             m.training = mode
 
 
-def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.device):
+def tta_settings(plain: dict) -> tuple[str, int]:
+    """The run's ``tta`` section (protocol, batch size), validated."""
+    tta = dict(plain.get("tta") or {})
+    protocol, batch_size = str(tta.pop("protocol", "episodic_domain")), int(tta.pop("batch_size", 128))
+    if tta:
+        raise ConfigError(f"unknown tta option(s) {sorted(tta)}; known: protocol, batch_size")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown TTA protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    if batch_size < 1:
+        raise ConfigError(f"tta.batch_size must be a positive integer, got {batch_size}")
+    return protocol, batch_size
+
+
+def build_test_time_method(plain: dict, model: torch.nn.Module, num_classes: int) -> Method:
+    """The configured TTA method (``plain["method"]``) set up on ``model``, which it adapts in place."""
+    hparams = dict(plain["method"])
+    name = hparams.pop("name")
+    hparams.pop("search", None)
+    return build_tta(name, model, num_classes, **hparams)
+
+
+def adapt_on_target_test(plain: dict, source_model: torch.nn.Module, data, seed: int) -> dict[str, Any]:
+    """The configured TTA method adapts a copy of ``source_model`` on the benchmark's target test set under the
+    run's ``tta`` protocol; returns its accuracy beside the unadapted source model's."""
+    from dacl.engine.trainer import seed_everything
+
+    protocol, batch_size = tta_settings(plain)
+    x, y = data.target_test
+    source_model.eval()
+    before = accuracy(predict_in_batches(source_model, x, 2048), y)
+    seed_everything(seed)
+    method = build_test_time_method(plain, copy.deepcopy(source_model), data.num_classes)
+    after = run_tta(method, [("target", x, y)], protocol, batch_size, seed)["target"]
+    return {"method": method.registry_name, "protocol": protocol, "batch_size": batch_size,
+            "source_target_test_acc": before, "target_test_acc": after, "method_hparams": method.hparams}
+
+
+def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.device, *, num_classes: int):
     """Train the configured source run into ``run_dir`` unless it already has results, then return a function
     that builds a fresh copy of that source model on ``device`` (every TTA method adapts its own copy)."""
     from omegaconf import OmegaConf
@@ -131,7 +169,8 @@ def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.d
     bench = plain["benchmark"]
 
     def fresh() -> torch.nn.Module:
-        model = build_classifier(num_classes=10, in_channels=bench["channels"], image_size=bench["image_size"], **plain["model"])
+        model = build_classifier(num_classes=num_classes, in_channels=bench["channels"], image_size=bench["image_size"],
+                                 **plain["model"])
         return load_source_model(model, run_dir / "model.pt").to(device).to(memory_format=torch.channels_last)
 
     return fresh

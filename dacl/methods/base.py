@@ -100,6 +100,9 @@ class Method(nn.Module, Hooks):
     defaults: ClassVar[dict[str, Any]] = {}
     needs_target: ClassVar[bool] = False  # True for DA methods that consume unlabelled target batches
     registry_name: ClassVar[str] = "?"
+    # A method that adapts an already trained model (test-time adaptation) names the method that trains it:
+    # `dacl run` trains that one in the loop, then hands its model to this one on the target test batches.
+    source_method: ClassVar[str | None] = None
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__()

@@ -24,6 +24,8 @@ def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 class TTAMethod(Method):
     """Base: subclasses pick trainable parameters in ``configure`` and implement ``adapt``."""
 
+    source_method = "source_only"  # `dacl run method=<tta>` first trains the source model with plain cross-entropy
+
     def setup(self, model: nn.Module, num_classes: int) -> None:
         super().setup(model, num_classes)
         if not batch_norms(model) and self.requires_batch_norm:
