@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dacl-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-all install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -16,7 +16,11 @@ demo: $(STAMP)
 	$(VENV)/bin/dacl demo
 
 # pytest exits 5 when it collects nothing: make then fails, so "no tests" never passes silently.
+# test: the quick loop (tests marked slow skipped); test-all: everything, what CI runs.
 test: $(STAMP)
+	$(PY) -m pytest -q tests -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)

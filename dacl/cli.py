@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from dacl.engine.signals import RunInterrupted
 from dacl.errors import DaclError
 from dacl.registry import did_you_mean
 
@@ -24,19 +25,33 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def config_dirs() -> list[Path]:
+    """dacl's own configs/, then every installed package's (``dacl.configs`` entry points)."""
+    from dacl.plugins import plugin_config_dirs
+
+    return [CONFIG_DIR, *plugin_config_dirs()]
+
+
+def search_path_override() -> list[str]:
+    """The Hydra override that adds installed packages' config folders to the search path (none: nothing)."""
+    extra = config_dirs()[1:]
+    return [f"hydra.searchpath=[{','.join('file://' + str(d) for d in extra)}]"] if extra else []
+
+
 def check_overrides(overrides: list[str]) -> None:
     """Catch wrong group choices (``method=dannn``) before Hydra, with one line naming the options."""
     if not CONFIG_DIR.is_dir():
         _fail(f"config folder {CONFIG_DIR} not found; run from a dacl checkout or set DACL_CONFIG_DIR")
+    dirs = config_dirs()
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
         if not sep or key not in CONFIG_GROUPS:
             continue
-        available = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
+        available = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")})
         for choice in filter(None, value.split(",")):
             if choice not in available:
                 _fail(f"unknown {key} '{choice}'.{did_you_mean(choice, available)} Available: {', '.join(available)} "
-                      f"(add configs/{key}/{choice}.yaml to define a new one)")
+                      f"(add configs/{key}/{choice}.yaml, or ship it in a package's dacl.configs entry point)")
 
 
 def trial_suffix(variant: object, hparams_seed: object) -> str:
@@ -79,7 +94,10 @@ def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[.
         multirun = hc.mode == RunMode.MULTIRUN
         job_command = command if not multirun else f"{launcher} {name} {' '.join(shlex.quote(o) for o in hc.overrides.task)}"
         try:
-            res = run(cfg, run_dir, command=job_command)
+            res = run(cfg, run_dir, command=job_command, keep_setup_failures=multirun)
+        except RunInterrupted as exc:  # failed.json says "interrupted"; a scheduler's requeue resumes the run
+            print(f"dacl: {exc}", file=sys.stderr)
+            raise SystemExit(128 + exc.signum) from None
         except Exception as exc:  # noqa: BLE001  (failed.json is already written by the run)
             if multirun:  # one bad configuration never stops a sweep; the collector lists it as failed
                 print(f"dacl: error in {run_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -91,7 +109,7 @@ def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[.
             return
         print(f"{summary(res)} -> {run_dir / 'results.json'}")
 
-    sys.argv = [f"dacl {name}", *args]
+    sys.argv = [f"dacl {name}", *args, *search_path_override()]
     _main()
 
 

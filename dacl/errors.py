@@ -31,3 +31,7 @@ class NonFiniteLossError(DaclError):
 
 class CheckpointError(DaclError):
     """A checkpoint is not one dacl wrote, is damaged, or cannot be loaded without executing code."""
+
+
+class StorageError(DaclError):
+    """A result or checkpoint could not be written (no space left on the device)."""

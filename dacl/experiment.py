@@ -8,16 +8,18 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dacl import distributed
 from dacl.benchmarks.domain_pair import DomainPair
-from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
+from dacl.engine.results import git_commit, hardware, versions
+from dacl.engine.run_folder import run_in_folder
+from dacl.engine.signals import graceful_stop
 from dacl.engine.trainer import FitResult, Trainer, TrainerConfig, resolve_device, seed_everything
 from dacl.methods.base import Method
 from dacl.models.classifier import build_classifier
@@ -52,8 +54,22 @@ def _split_name(section: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def build_benchmark(cfg: Mapping[str, Any], device: torch.device) -> DomainPair:
     name, kwargs = _split_name(cfg["benchmark"])
-    return BENCHMARKS.get(name)(data_root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
-                                device=device, **kwargs)
+    factory = BENCHMARKS.get(name)
+    with unknown_options_as_config_error(f"benchmark '{name}'", f"configs/benchmark/{name}.yaml"):
+        return factory(data_root=cfg.get("data_root"), download=bool(cfg.get("download", False)), device=device,
+                       **kwargs)
+
+
+@contextmanager
+def unknown_options_as_config_error(what: str, reference: str) -> Iterator[None]:
+    """A key a factory does not take (``+model.foo=1``) becomes one line naming it, not a TypeError traceback."""
+    try:
+        yield
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ConfigError(f"{what} got an unknown option ({str(exc).split('got ')[-1]}); see {reference} for its "
+                          "options") from exc
 
 
 def build_method(cfg: Mapping[str, Any], data: DomainPair) -> Method:
@@ -65,7 +81,9 @@ def build_method(cfg: Mapping[str, Any], data: DomainPair) -> Method:
     hparams.update(sample_hparams(name, search, int(cfg.get("hparams_seed") or 0)))
     method: Method = METHODS.get(name)(**hparams)
     model_cfg = dict(cfg["model"])
-    model = build_classifier(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size, **model_cfg)
+    with unknown_options_as_config_error(f"model '{model_cfg.get('backbone')}'", "configs/model/*.yaml"):
+        model = build_classifier(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
+                                 **model_cfg)
     method.setup(model, data.num_classes)
     add_plugins(method, cfg.get("plugins"), int(cfg.get("seed") or 0))
     return method
@@ -98,21 +116,32 @@ def count_params(module: torch.nn.Module) -> dict[str, int]:
             "total": sum(p.numel() for p in module.parameters())}
 
 
+# Top-level keys of configs/config.yaml: a `+foo=1` (a typo, or an option of `dacl continual`) is an error, not a
+# setting that silently does nothing.
+RUN_KEYS = frozenset({"method", "benchmark", "model", "trainer", "seed", "data_root", "download", "plugins", "tag",
+                      "hparams_seed", "variant", "tta"})
+
+
+def check_keys(plain: Mapping[str, Any], known: frozenset[str], command: str, hint: str = "") -> None:
+    unknown = sorted(set(plain) - known)
+    if unknown:
+        raise ConfigError(f"unknown {command} option(s) {unknown}; {command} takes {sorted(known)}{hint}")
+
+
 def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, command: str | None = None,
-                   stop_at: int | None = None) -> dict[str, Any]:
-    """Run one configured experiment in ``run_dir``; returns (and atomically writes) the results dict."""
+                   stop_at: int | None = None, keep_setup_failures: bool = False) -> dict[str, Any]:
+    """Run one configured experiment in ``run_dir``; returns (and atomically writes) the results dict.
+
+    Config, data and model are built and checked first: a mistake there leaves the folder untouched (no stale
+    result deleted, no failed.json for a run that never started)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     plain = _plain(cfg)
     dist, device_name = distributed.from_env(str(plain["trainer"].get("device", "auto")))  # torchrun: join the group
-    results_path, failed_path = run_dir / "results.json", run_dir / "failed.json"
-    if dist.is_main:
-        if not plain["trainer"].get("resume"):
-            results_path.unlink(missing_ok=True)  # a stale result must never survive a new run
-        failed_path.unlink(missing_ok=True)
     started = time.time()
     provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # the code as the run began
-    try:
+
+    def prepare() -> dict[str, Any]:
+        check_keys(plain, RUN_KEYS, "dacl run")
         trainer_cfg = TrainerConfig.from_dict(plain["trainer"])
         if trainer_cfg.threads:
             torch.set_num_threads(int(trainer_cfg.threads))
@@ -130,25 +159,27 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
             tta_settings(plain)
             build_test_time_method(plain, copy.deepcopy(method.model), data.num_classes)
         trainer = Trainer(method, data, trainer_cfg, run_dir, seed=seed, dist=dist)
-        fit = trainer.fit(stop_at=stop_at)
+        return dict(trainer=trainer, data=data, method=method, device=device, seed=seed, source_method=source_method)
+
+    def execute(ctx: dict[str, Any]) -> dict[str, Any]:
+        trainer, data, method = ctx["trainer"], ctx["data"], ctx["method"]
+        with graceful_stop():
+            fit = trainer.fit(stop_at=stop_at)
+        if fit.steps < trainer.total_steps:  # paused on purpose: checkpoint written, no final result
+            return {"status": "paused", "step": fit.steps}
+        if not dist.is_main:  # rank 0 evaluated and writes the one results.json
+            return {"status": "worker", "rank": dist.rank}
         adaptation = None
-        if source_method and fit.steps == trainer_cfg.max_steps and dist.is_main:
+        if ctx["source_method"]:
             from dacl.engine.tta import adapt_on_target_test
 
-            adaptation = adapt_on_target_test(plain, method.model, data, seed)
-    except BaseException as exc:
-        atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
-                                        "command": command, "traceback": traceback.format_exc(), "rank": dist.rank,
-                                        **provenance})
-        raise
-    if not dist.is_main:  # rank 0 evaluated and writes the one results.json
-        return {"status": "worker", "rank": dist.rank}
-    if fit.steps < trainer_cfg.max_steps:  # paused on purpose: checkpoint written, no final result
-        return {"status": "paused", "step": fit.steps}
-    results = _results(plain, data, method, trainer, fit, device, command, time.time() - started, provenance,
-                       adaptation)
-    atomic_write_json(results_path, results)
-    return results
+            adaptation = adapt_on_target_test(plain, method.model, data, ctx["seed"])
+        return _results(plain, data, method, trainer, fit, ctx["device"], command, time.time() - started, provenance,
+                        adaptation)
+
+    return run_in_folder(run_dir, main=dist.is_main, resume=bool(plain["trainer"].get("resume")), prepare=prepare,
+                         execute=execute, record={"config": plain, "command": command, "rank": dist.rank, **provenance},
+                         keep_setup_failures=keep_setup_failures)
 
 
 def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: Trainer, fit: FitResult,
@@ -182,6 +213,7 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "versions": versions(),
         "data_sizes": data.sizes(),
         "steps": fit.steps,
+        "resumed_from": trainer.resumed_from,
         "wall_seconds": round(wall, 2),
         "train_seconds": round(fit.train_seconds, 2),
         "train_images_per_second": round(fit.images_per_second, 1),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,10 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dacl import distributed
 from dacl.engine.continual import ContinualConfig, TaskMask, head_size, run_stream
-from dacl.engine.results import atomic_write_json, git_commit, hardware, versions
+from dacl.engine.results import git_commit, hardware, versions
+from dacl.engine.run_folder import run_in_folder
+from dacl.engine.signals import graceful_stop
 from dacl.engine.trainer import resolve_device, seed_everything
 from dacl.errors import ConfigError
-from dacl.experiment import add_plugins, count_params
+from dacl.experiment import add_plugins, check_keys, count_params
 from dacl.methods.base import Method
 from dacl.models.classifier import build_classifier
 from dacl.registry import METHODS, STREAMS
@@ -81,60 +82,58 @@ def heatmap_png(matrix: list[list[float]], task_names: list[str], title: str, pa
     tmp.replace(path)
 
 
-def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, command: str | None = None) -> dict[str, Any]:
+def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, command: str | None = None,
+                  keep_setup_failures: bool = False) -> dict[str, Any]:
+    """Run one configured stream in ``run_dir`` through the one loop; returns (and atomically writes) the results.
+    As for ``dacl run``, config and data mistakes leave the folder untouched."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     dist, device_name = distributed.from_env(str(plain.get("device", "auto")))  # torchrun: join the group
-    results_path, failed_path = run_dir / "results.json", run_dir / "failed.json"
-    if dist.is_main:
-        if not (plain.get("train") or {}).get("resume"):
-            results_path.unlink(missing_ok=True)  # a stale result must never survive a new run
-        failed_path.unlink(missing_ok=True)
     provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     started = time.time()
-    try:
-        unknown_keys = set(plain) - CONTINUAL_KEYS
-        if unknown_keys:
-            raise ConfigError(f"unknown continual option(s) {sorted(unknown_keys)}; a continual run takes "
-                              f"{sorted(CONTINUAL_KEYS)} (add plugins through strategy.plugins or a configs/strategy file)")
-        if plain.get("threads"):
-            torch.set_num_threads(int(plain["threads"]))
-        device = resolve_device(device_name)
-        stream = build_stream(plain, device)
-        seed = int(plain["seed"])
-        seed_everything(seed)
-        method = build_continual_method(plain, stream, device)
+    seed = int(plain["seed"])
+    name = f"{plain['stream']['name']} {plain['scenario']}-IL {plain['strategy']['name']} seed {seed}"
+
+    def prepare() -> dict[str, Any]:
+        check_keys(plain, CONTINUAL_KEYS, "dacl continual", " (plugins go in strategy.plugins or a configs/strategy file)")
         train = dict(plain["train"])
         unknown = set(train) - set(ContinualConfig.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown train option(s) {sorted(unknown)}; valid: {sorted(ContinualConfig.__dataclass_fields__)}")
         ccfg = ContinualConfig(scenario=plain["scenario"], joint=bool(plain["strategy"].get("joint")), **train)
-        name = f"{plain['stream']['name']} {plain['scenario']}-IL {plain['strategy']['name']} seed {seed}"
+        if plain.get("threads"):
+            torch.set_num_threads(int(plain["threads"]))
+        device = resolve_device(device_name)
+        stream = build_stream(plain, device)
+        seed_everything(seed)
+        return dict(ccfg=ccfg, stream=stream, device=device, method=build_continual_method(plain, stream, device))
+
+    def execute(ctx: dict[str, Any]) -> dict[str, Any]:
+        stream, method = ctx["stream"], ctx["method"]
 
         def progress(i: int, acc: float) -> None:
             log.info("%s: task %d/%d done, mean acc on tasks so far %.4f", name, i + 1, len(stream), acc)
 
-        metrics = run_stream(method, stream, ccfg, seed=seed, progress=progress if dist.is_main else None, dist=dist,
-                             run_dir=run_dir)
-    except BaseException as exc:
-        atomic_write_json(failed_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": plain,
-                                        "command": command, "traceback": traceback.format_exc(), "rank": dist.rank,
-                                        **provenance})
-        raise
-    if not dist.is_main:
-        return {"status": "worker", "rank": dist.rank}
-    task_names = [t.name for t in stream.tasks]
-    results = {
-        "status": "ok", "kind": "continual", "benchmark": plain["stream"]["name"], "task": plain["scenario"],
-        "stream": plain["stream"]["name"], "scenario": plain["scenario"], "method": plain["strategy"]["name"],
-        "variant": None, "seed": int(plain["seed"]), "command": command, "config": plain, **provenance,
-        "hardware": {**hardware(device), "processes": dist.world_size}, "versions": versions(), "task_names": task_names,
-        "wall_seconds": round(time.time() - started, 2), "params": {"model": count_params(method.model)},
-        "selection_protocols": PROTOCOL_NOTE,
-        "metrics": {k: v for k, v in metrics.items() if k not in ("per_task_seconds",)},
-        "per_task_seconds": metrics["per_task_seconds"],
-    }
-    heatmap_png(metrics["accuracy_matrix"], task_names, name, run_dir / "accuracy_matrix.png")
-    atomic_write_json(results_path, results)
-    return results
+        with graceful_stop():
+            metrics = run_stream(method, stream, ctx["ccfg"], seed=seed, progress=progress if dist.is_main else None,
+                                 dist=dist, run_dir=run_dir)
+        if not dist.is_main:
+            return {"status": "worker", "rank": dist.rank}
+        task_names = [t.name for t in stream.tasks]
+        heatmap_png(metrics["accuracy_matrix"], task_names, name, run_dir / "accuracy_matrix.png")
+        return {
+            "status": "ok", "kind": "continual", "benchmark": plain["stream"]["name"], "task": plain["scenario"],
+            "stream": plain["stream"]["name"], "scenario": plain["scenario"], "method": plain["strategy"]["name"],
+            "variant": None, "seed": seed, "command": command, "config": plain, **provenance,
+            "hardware": {**hardware(ctx["device"]), "processes": dist.world_size}, "versions": versions(),
+            "task_names": task_names, "wall_seconds": round(time.time() - started, 2),
+            "params": {"model": count_params(method.model)}, "selection_protocols": PROTOCOL_NOTE,
+            "resumed_from": metrics["resumed_from"],
+            "metrics": {k: v for k, v in metrics.items() if k not in ("per_task_seconds", "resumed_from")},
+            "per_task_seconds": metrics["per_task_seconds"],
+        }
+
+    return run_in_folder(run_dir, main=dist.is_main, resume=bool((plain.get("train") or {}).get("resume")),
+                         prepare=prepare, execute=execute,
+                         record={"config": plain, "command": command, "rank": dist.rank, **provenance},
+                         keep_setup_failures=keep_setup_failures)

@@ -5,18 +5,27 @@ An outside package adds methods by declaring, in its own pyproject.toml::
     [project.entry-points."dacl.plugins"]
     mypkg = "mypkg.dacl_methods"     # a module whose import registers things
 
-dacl's own ``baselines`` package uses exactly this path; the core never imports it.
+dacl's own ``baselines`` package uses exactly this path; the core never imports it. A package ships its
+configs (``method/<name>.yaml``, ``strategy/<name>.yaml``, ...) by naming a package that holds those folders::
+
+    [project.entry-points."dacl.configs"]
+    mypkg = "mypkg.configs"
+
+and ``dacl run method=<name>`` finds them on Hydra's search path, next to dacl's own ``configs/``.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import warnings
 from importlib.metadata import entry_points
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "dacl.plugins"
+CONFIG_ENTRY_POINT_GROUP = "dacl.configs"
 
 BUILTIN_MODULES = (
     "dacl.engine.optim",
@@ -48,3 +57,18 @@ def load_entry_points() -> list[str]:
         except Exception as exc:  # noqa: BLE001 - one bad plugin must not take dacl down
             warnings.warn(f"dacl plugin '{ep.name}' ({ep.value}) failed to load: {exc}", stacklevel=2)
     return loaded
+
+
+def plugin_config_dirs() -> list[Path]:
+    """Config folders that installed packages contribute through ``dacl.configs`` entry points (found without
+    importing the packages' code; a package that cannot be found warns)."""
+    found = []
+    for ep in entry_points(group=CONFIG_ENTRY_POINT_GROUP):
+        spec = importlib.util.find_spec(ep.value)
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not locations:
+            warnings.warn(f"dacl config entry point '{ep.name}' names '{ep.value}', which is not an installed package",
+                          stacklevel=2)
+            continue
+        found.append(Path(locations[0]))
+    return found

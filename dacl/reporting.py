@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from dacl.engine.results import atomic_write_text
 from dacl.engine.trainer import RUNTIME_OPTIONS
+from dacl.engine.run_folder import folder_status
 
 COLUMNS = ["benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "command",
            "n_failed"]
@@ -105,10 +106,15 @@ def _failed_record(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
             "variant": cfg.get("variant") or (f"hp{cfg['hparams_seed']}" if cfg.get("hparams_seed") else None)}
 
 
+# Files that mark a folder as a run's: any folder holding one is reported, with the status ``folder_status`` gives it.
+RUN_MARKERS = ("results.json", "failed.json", "running.json", "train_log.csv", "checkpoint.pt", ".dacl.lock", ".hydra")
+
+
 def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(successful results, failed runs) found below ``roots``: ``results.json`` / ``failed.json`` per run folder
-    and append-only ``results.jsonl`` logs (one run record per line; the last line for a run folder wins).
-    Unreadable or truncated files count as failed, never as results. A root may also be a run-record file written by
+    """(successful results, failed runs) found below ``roots``: run folders, and append-only ``results.jsonl`` logs
+    (one run record per line; the last line for a run folder wins). In a folder the newest of results.json /
+    failed.json / running.json decides; a run folder with none of them is ``incomplete``. Unreadable or truncated
+    files count as failed, never as results; every run that is not a result is listed and counted. A root may also be a run-record file written by
     ``archive_runs``; for the same run folder, a later root's record supersedes an earlier one's."""
     ok: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
@@ -135,22 +141,12 @@ def load_runs(roots: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[d
                     failed[key] = _failed_record(Path(key), rec)
         if root.is_file():
             continue
-        for path in sorted(root.rglob("results.json")):
-            try:
-                res = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                failed[str(path.parent)] = {"run_dir": str(path.parent), "error": f"unreadable results.json: {exc}"}
-                continue
-            if res.get("status") == "ok":
-                ok[str(path.parent)] = {**res, "run_dir": str(path.parent)}
-        for path in sorted(root.rglob("failed.json")):
-            if (path.parent / "results.json").exists():
-                continue
-            try:
-                info = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                info = {}
-            failed[str(path.parent)] = _failed_record(path.parent, info)
+        for folder in sorted({p.parent for marker in RUN_MARKERS for p in root.rglob(marker)}):
+            status, rec = folder_status(folder)
+            if status == "ok":
+                ok[str(folder)] = {**rec, "run_dir": str(folder)}
+            else:  # failed, interrupted, running (or killed), incomplete: listed and counted, never averaged
+                failed[str(folder)] = _failed_record(folder, {**rec, "error": f"[{status}] {rec.get('error', 'unknown')}"})
     return list(ok.values()), list(failed.values())
 
 
@@ -216,9 +212,9 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
     for bench, _, label, key in groups:
         configs_of[(bench, label)].add(key)
     n_failed: dict[tuple[str, str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
-    for f in failed or []:
-        if f.get("benchmark") and f.get("method"):
-            n_failed[(f["benchmark"], _label(f["method"], f.get("variant")), config_key(f.get("command")))].append(f)
+    for f in failed or []:  # a run whose config could not be read still counts, under its own row
+        bench, method = f.get("benchmark") or "?", f.get("method") or "(unidentified run)"
+        n_failed[(bench, _label(method, f.get("variant")), config_key(f.get("command")))].append(f)
 
     def shown(bench: str, label: str, key: tuple[str, ...]) -> str:
         keys = configs_of[(bench, label)] | {k for b, lab, k in n_failed if (b, lab) == (bench, label)}
@@ -247,7 +243,7 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
         for sel in selections:
             rows.append({"benchmark": bench, "task": "", "method": shown(bench, label, key), "selection": sel,
                          "metric": "target_acc", "mean": float("nan"), "std": float("nan"), "n_seeds": 0,
-                         "paper_value": paper_values.get(bench, {}).get(fails[0]["method"]),
+                         "paper_value": paper_values.get(bench, {}).get(fails[0].get("method")),
                          "command": fails[0].get("command") or "", "n_failed": len(fails)})
     return rows
 

@@ -32,8 +32,16 @@ from dacl.reporting import (COLUMNS, _fmt, archive_runs, atomic_write_text, comm
 SCENARIOS = ("task", "domain", "class")
 
 
+RUNS = REPO / "runs"  # --runs moves it (tests keep the repository's runs/ untouched)
+
+
+def _shown(path: Path) -> str:
+    """A run path as printed: relative to the repository where it lies inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def run_dir(tag: str, stream: str, scenario: str, strategy: str, seed: int) -> Path:
-    return REPO / "runs" / tag / stream / scenario / strategy / f"seed{seed}"
+    return RUNS / tag / stream / scenario / strategy / f"seed{seed}"
 
 
 def archive_path(args: argparse.Namespace, stream: str) -> Path:
@@ -106,8 +114,8 @@ def launch(args: argparse.Namespace, done: dict[tuple, dict], stream: str, scena
     if not args.force and (out / "results.json").exists():
         reason = stale_reason(json.loads((out / "results.json").read_text()), args.overrides)
         if reason is None:
-            return f"reused {out.relative_to(REPO)}"
-        print(f"re-running stale {out.relative_to(REPO)}: {reason}", flush=True)
+            return f"reused {_shown(out)}"
+        print(f"re-running stale {_shown(out)}: {reason}", flush=True)
     if not args.force and (scenario, strategy, seed) in done.get(stream, {}):
         return f"reused {archive_path(args, stream)}: {stream} {scenario} {strategy} seed{seed}"
     cmd = [sys.executable, "-m", "dacl", "continual", f"stream={stream}", f"scenario={scenario}", f"strategy={strategy}",
@@ -167,6 +175,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="continual")
+    ap.add_argument("--runs", default=str(RUNS), help="folder of the run folders (default: the repository's runs/)")
     ap.add_argument("--force", action="store_true", help="re-run cells that already have results.json")
     ap.add_argument("--collect-only", action="store_true")
     ap.add_argument("--out", default="paper_results/continual")
@@ -175,6 +184,8 @@ def main() -> None:
                          "come with the command that produced it")
     ap.add_argument("overrides", nargs="*", help="extra dacl continual overrides, e.g. train.steps_per_task=200")
     args = ap.parse_args()
+    global RUNS
+    RUNS = Path(args.runs).resolve()
     commit = git_commit(REPO)  # before anything is written: the tables themselves would make the tree dirty
     streams, scenarios = args.streams.split(","), args.scenarios.split(",")
     strategies, seeds = args.strategies.split(","), [int(s) for s in args.seeds.split(",")]
@@ -186,9 +197,9 @@ def main() -> None:
                 print(f"[{k}/{len(cells)}] {msg}", flush=True)
     paper = json.loads((REPO / "scripts/paper_values/continual.json").read_text())
     for stream in streams:
-        runs_root = REPO / "runs" / args.tag / stream
+        runs_root = RUNS / args.tag / stream
         ok, failed = load_runs([runs_root]) if runs_root.is_dir() else ([], [])
-        ok = current_only(ok, args.overrides, str(runs_root.relative_to(REPO)))
+        ok = current_only(ok, args.overrides, _shown(runs_root))
         fresh = {(r["scenario"], r["method"], r["seed"]) for r in ok if r.get("kind") == "continual"}
         ok += [r for cell, r in done[stream].items() if cell not in fresh]  # a run folder supersedes its archived record
         if ok or failed:  # every record, also of cells outside this invocation's table

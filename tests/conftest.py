@@ -45,3 +45,16 @@ def shared_data() -> Path:
     if not (SHARED / "mnist.npz").is_file():
         pytest.skip(f"needs the shared benchmark data (mnist.npz) at {SHARED}; set DACL_DATA_ROOT to run these tests")
     return SHARED
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_runs_stay_untouched():
+    """No test may write into the repository's runs/ (a user's real runs live there)."""
+    before = _files_under(REPO / "runs")
+    yield
+    added = sorted(_files_under(REPO / "runs") - before)
+    assert not added, f"tests wrote into {REPO / 'runs'}: {added[:5]}"

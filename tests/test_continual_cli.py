@@ -35,12 +35,14 @@ def test_continual_cli_writes_results_and_heatmap(tmp_path):
     assert (out / "accuracy_matrix.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_reproduce_continual_resumes_from_the_committed_run_archive(tmp_path):
     """A fresh clone has no run folders, only <table>.runs.jsonl: its cells are reused, not re-run."""
     tag = f"pytest_archive_{os.getpid()}"
-    runs = REPO / "runs" / tag
+    runs = tmp_path / "runs" / tag  # never the repository's runs/
     cmd = [sys.executable, "scripts/reproduce_continual.py", "--streams", "split_mnist", "--scenarios", "class",
            "--strategies", "naive", "--seeds", "0", "--jobs", "1", "--tag", tag, "--out", str(tmp_path),
+           "--runs", str(tmp_path / "runs"),
            "stream.dataset=mnist_5k", "train.steps_per_task=20"]
     try:
         first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -95,6 +97,7 @@ def test_permuted_stream_has_disjoint_label_ranges_for_class_il():
 
 @pytest.mark.shared_data
 @pytest.mark.skipif(not (SHARED / "mnist_m_train.npz").exists(), reason="needs ../shared/data (MNIST, USPS, MNIST-M)")
+@pytest.mark.slow
 def test_digit_domains_stream_is_mnist_usps_mnistm_at_32px():
     s = STREAMS.get("digit_domains")(data_root=str(SHARED))
     assert [t.name for t in s.tasks] == ["mnist", "usps", "mnist_m"]
@@ -168,6 +171,7 @@ def test_compare_avalanche_applies_one_optimizer_state_policy_to_both_frameworks
     assert len(built["AdamW"]) == (len(stream.tasks) if policy == "reset" else 1)
 
 
+@pytest.mark.slow
 def test_a_continual_run_killed_with_sigkill_resumes_to_the_same_matrix_bitwise(tmp_path):
     """`kill -9` mid-stream, then train.resume=true: the final accuracy matrix equals an uninterrupted run's."""
     import signal
@@ -203,7 +207,7 @@ def test_a_continual_run_killed_with_sigkill_resumes_to_the_same_matrix_bitwise(
 
 def test_continual_rejects_settings_it_would_ignore_and_keeps_short_runs_apart(tmp_path):
     proc = _cli("stream=split_mnist", "stream.dataset=mnist_5k", "+plugins=[{name: ewc}]", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2 and "dacl: error: unknown continual option(s) ['plugins']" in proc.stderr
+    assert proc.returncode == 2 and "dacl: error: unknown dacl continual option(s) ['plugins']" in proc.stderr
     assert "strategy.plugins" in proc.stderr and not (tmp_path / "results.json").exists()
     proc = _cli("stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=naive", "tag=t",
                 "train.steps_per_task=5", cwd=tmp_path)

@@ -2,22 +2,26 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from dacl.engine.checkpoint import load_checkpoint_file
 from dacl.engine.results import atomic_torch_save
-from dacl.errors import CheckpointError
+from dacl.engine.run_folder import folder_status
+from dacl.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, StorageError
 from dacl.experiment import run_experiment
+from dacl.reliability import BAD_CONFIG, FAST, bad_data_cases, write_data_root
 
-FAST = ["benchmark=synthetic_shift", "method=source_only", "trainer.max_steps=6", "trainer.batch_size=16",
-        "trainer.eval_every=3", "trainer.log_every=3", "trainer.progress=false", "trainer.device=cpu"]
-
+BAD_DATA = bad_data_cases()
 
 def dacl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
@@ -79,6 +83,165 @@ def test_a_failed_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(StorageError, match="no space left on the device holding"):
         atomic_torch_save({"a": 1}, tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == [], "a half-written temp file was left behind"
+
+
+# --- bad data: refused at load time, before any training, naming the file and the fix ---------------------------
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_refused_before_training_with_one_line(case, tiny_config, tmp_path):
+    source, target, words = BAD_DATA[case]
+    root = write_data_root(tmp_path / "data", source, target)
+    with pytest.raises(DataError) as err:
+        run_experiment(tiny_config("benchmark=mnist_usps", f"data_root={root}"), tmp_path / "run")
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    assert not (tmp_path / "run").exists(), "a run that never started must leave no folder"
+
+
+def test_a_folder_where_a_file_belongs_and_an_unreadable_file(tiny_config, tmp_path, monkeypatch):
+    root = write_data_root(tmp_path / "data")
+    (root / "mnist.npz").unlink()
+    (root / "mnist.npz").mkdir()
+    with pytest.raises(DataError, match="mnist.npz is a folder"):
+        run_experiment(tiny_config("benchmark=mnist_usps", f"data_root={root}"), tmp_path / "run")
+    (root / "mnist.npz").rmdir()
+    write_data_root(root)
+
+    def no_permission(*a, **kw):  # tests run as root in CI, where chmod cannot take read access away
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(np, "load", no_permission)
+    with pytest.raises(DataError, match="permission denied; give your user read access"):
+        run_experiment(tiny_config("benchmark=mnist_usps", f"data_root={root}"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+# --- bad configuration: every range checked before any work ------------------------------------------------------
+
+@pytest.mark.parametrize("override", list(BAD_CONFIG))
+def test_bad_configuration_is_one_error_before_any_work(override, tiny_config, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run_experiment(tiny_config(override), tmp_path / "run")
+    assert BAD_CONFIG[override] in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists(), "no folder, no failed.json, no untrained model.pt"
+
+
+def test_bad_configuration_through_the_cli_is_one_line(tmp_path):
+    for override in ("trainer.batch_size=0", "+foo=1"):
+        line = one_error_line(dacl("run", *FAST, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
+        assert BAD_CONFIG[override] in line
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_run_reports_the_nan_even_when_evaluation_comes_before_logging(tiny_config, tmp_path):
+    with pytest.raises(NonFiniteLossError, match="lower trainer.lr"):
+        run_experiment(tiny_config("method=source_only", "trainer.lr=1e30", "trainer.log_every=7",
+                                   "trainer.eval_every=5"), tmp_path)
+    assert json.loads((tmp_path / "failed.json").read_text())["status"] == "failed"
+
+
+# --- signals, concurrency, disk ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_records_interrupted_and_resumes_bitwise(tmp_path):
+    args = [*FAST, "trainer.max_steps=400", "trainer.log_every=5", "trainer.eval_every=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = dacl("run", *args, f"hydra.run.dir={tmp_path / 'full'}", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dacl", "run", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (run_dir / "train_log.csv").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert alive, "the run ended before it could be interrupted"
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted by SIGTERM" in err and "resume=true" in err
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed["status"] == "interrupted" and failed["signal"] == "SIGTERM" and 0 < failed["step"] < 400
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "results.json").exists()
+    assert folder_status(run_dir)[0] == "interrupted"
+    resumed = dacl("run", *args, "trainer.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "full", run_dir))
+    assert b["metrics"] == a["metrics"] and b["history"] == a["history"]
+    assert b["resumed_from"]["step"] == failed["step"] and not (run_dir / "failed.json").exists()
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tiny_config, tmp_path):
+    from dacl.engine.run_folder import RunFolder
+
+    first = RunFolder(tmp_path)
+    first.acquire()  # another dacl process training in this folder
+    try:
+        with pytest.raises(ConfigError, match=f"run folder {tmp_path} is in use by dacl pid {os.getpid()}"):
+            run_experiment(tiny_config(), tmp_path)
+    finally:
+        first.release()
+    assert run_experiment(tiny_config("trainer.max_steps=10"), tmp_path)["status"] == "ok"
+
+
+def test_a_full_disk_while_checkpointing_leaves_failed_json_and_no_temp_file(tiny_config, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def disk_full(obj, f, *a, **kw):
+        if isinstance(obj, dict) and obj.get("format") == "dacl-checkpoint":
+            f.write(b"x" * 4096)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(StorageError, match="no space left"):
+        run_experiment(tiny_config("trainer.ckpt_every=10"), tmp_path)
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "results.json").exists()
+    failed = json.loads((tmp_path / "failed.json").read_text())
+    assert failed["status"] == "failed" and "no space left" in failed["error"]
+
+
+def test_a_failure_to_write_failed_json_is_reported_on_stderr(tiny_config, tmp_path, monkeypatch, capsys):
+    from dacl.engine import run_folder
+
+    real = run_folder.atomic_write_json
+
+    def refuse_failed_json(path, obj):
+        if Path(path).name == "failed.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, obj)
+
+    monkeypatch.setattr(run_folder, "atomic_write_json", refuse_failed_json)
+    with pytest.raises(NonFiniteLossError):
+        run_experiment(tiny_config("trainer.lr=1e30", "trainer.log_every=1"), tmp_path)
+    err = capsys.readouterr().err
+    assert "dacl: error: could not write" in err and "failed.json" in err and "loss became" in err
+
+
+def test_resuming_a_finished_run_records_what_it_restored(tiny_config, tmp_path):
+    first = run_experiment(tiny_config("trainer.ckpt_every=10"), tmp_path)
+    assert first["resumed_from"] is None
+    again = run_experiment(tiny_config("trainer.ckpt_every=10", "trainer.resume=true"), tmp_path)
+    assert again["resumed_from"]["step"] == 30 and again["resumed_from"]["commit"] == first["commit"]
+    assert again["metrics"] == first["metrics"]
+
+
+# --- the collector trusts only current, complete state ------------------------------------------------------------
+
+def test_the_collector_takes_the_newest_status_and_counts_every_run_it_lists(tiny_config, tmp_path):
+    from dacl.reporting import aggregate, load_runs
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        run_experiment(tiny_config(f"seed={seed}", "trainer.max_steps=10"), runs / f"seed{seed}")
+    time.sleep(0.01)  # a failure newer than the result beside it
+    (runs / "seed1" / "failed.json").write_text(json.dumps({"status": "failed", "error": "crashed on a rerun"}))
+    (runs / "seed2").mkdir()
+    (runs / "seed2" / "train_log.csv").write_text("step,loss\n10,1.0\n")  # killed before any status file
+    ok, failed = load_runs([runs])
+    assert [r["seed"] for r in ok] == [0]
+    assert sorted(f["error"].split("]")[0] for f in failed) == ["[failed", "[incomplete"]
+    rows = aggregate(ok, failed=failed)
+    assert sum(r["n_failed"] for r in rows if r["selection"] == "last") == len(failed) == 2

@@ -44,6 +44,7 @@ def test_experiment_applies_and_records_the_draw(tiny_config, tmp_path):
     assert {k: res["method_hparams"][k] for k in want} == want
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_survives_a_failing_configuration(tmp_path):
     """Hydra's submitit launcher runs each configuration as its own process; one fails on purpose (a batch larger
     than the dataset): the others finish and the collected table counts and lists the failure."""

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dacl.data.arrays import DomainArrays
 from dacl.data.transforms import to_tensor_images
-from dacl.errors import DataError
+from dacl.errors import ConfigError, DataError
 from dacl.registry import BENCHMARKS, DATASETS
 
 
@@ -59,6 +59,9 @@ def load_domain_pair(source: str | dict, target: str | dict, image_size: int, ch
                      max_source_train: int | None = None, max_target_train: int | None = None,
                      device: torch.device | str = "cpu", name: str | None = None) -> DomainPair:
     """Load, split and preprocess both domains once; everything lands on ``device`` as float tensors."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"benchmark.val_fraction must be in (0, 1), got {val_fraction}: the held-out source split is "
+                          "what source_val selection (and the source_val_acc column) score")
     src, tgt = _dataset(source, data_root, download), _dataset(target, data_root, download)
     if src.num_classes != tgt.num_classes:
         raise DataError(f"source '{src.name}' has {src.num_classes} classes but target '{tgt.name}' has {tgt.num_classes}")

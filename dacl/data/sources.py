@@ -37,7 +37,7 @@ def _torchvision(name: str, root: Path, download: bool, build: Callable[[bool], 
 def _npz_or_torchvision(name: str, data_root: str | None, download: bool, tv_class: str, tv_files: str) -> DomainArrays:
     """``<name>.npz`` in data_root if present, else torchvision's own layout there (or its download)."""
     root = _need_root(name, data_root, f"{name}.npz or torchvision's {tv_files}")
-    if (root / f"{name}.npz").is_file():
+    if (root / f"{name}.npz").exists():  # a file (or, by mistake, a folder: load_npz says so)
         return load_bundle(root / f"{name}.npz", name)
     import torchvision.datasets
 
@@ -66,7 +66,8 @@ def mnist_m(data_root: str | None = None, download: bool = False) -> DomainArray
     root = _need_root("mnist_m", data_root, "mnist_m_train.npz and mnist_m_test.npz")
     tr = load_npz(root / "mnist_m_train.npz", ("x_train", "y_train"))
     te = load_npz(root / "mnist_m_test.npz", ("x_test", "y_test"))
-    return DomainArrays("mnist_m", tr["x_train"], tr["y_train"], te["x_test"], te["y_test"])
+    return DomainArrays("mnist_m", tr["x_train"], tr["y_train"], te["x_test"], te["y_test"],
+                        origin=f"{root / 'mnist_m_train.npz'} / {root / 'mnist_m_test.npz'}")
 
 
 @DATASETS.register("svhn")

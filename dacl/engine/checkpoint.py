@@ -8,6 +8,7 @@ A file that is not a dacl checkpoint, or that torch refuses to load safely, is r
 """
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,10 @@ def load_checkpoint_file(path: str | Path, map_location: torch.device | str = "c
     fix = "delete it (or start a new run directory) to train from scratch"
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (the unpickler, zip reader and OS all raise their own types)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely (unpickling it would need more than tensors "
+                              f"and plain values, e.g. code to run); it is not a file dacl wrote: {fix}") from exc
+    except Exception as exc:  # noqa: BLE001  (the zip reader and the OS raise their own types)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({reason[:200]}); it is not a file dacl "
                               f"wrote, or it is damaged: {fix}") from exc

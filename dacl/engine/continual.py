@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from dacl import distributed
 from dacl.data.streams import Stream, Task
 from dacl.engine.curriculum import Curriculum, Stage
-from dacl.engine.trainer import Trainer, TrainerConfig
+from dacl.engine.trainer import Trainer, TrainerConfig, check_number
 from dacl.errors import ConfigError
 from dacl.methods.base import Experience, Method
 from dacl.metrics.continual import summarise
@@ -56,6 +56,16 @@ class ContinualConfig:
     grad_clip: float | None = None
     ckpt_every: int = 0           # checkpoint every N steps (global over the stream); resume continues bitwise
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        """Ranges checked before any work, with the train.* names a `dacl continual` user typed."""
+        for name in ("steps_per_task", "batch_size", "eval_batch_size", "log_every"):
+            check_number(f"train.{name}", getattr(self, name), integer=True, minimum=1)
+        check_number("train.epochs_per_task", self.epochs_per_task, integer=True, minimum=1, optional=True)
+        check_number("train.ckpt_every", self.ckpt_every, integer=True, minimum=0)
+        check_number("train.lr", self.lr, minimum=0.0)
+        check_number("train.weight_decay", self.weight_decay, minimum=0.0)
+        check_number("train.grad_clip", self.grad_clip, minimum=0.0, exclusive=True, optional=True)
 
 
 class TaskMask(nn.Module):
@@ -213,7 +223,7 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
     summary = summarise(matrix, baseline) if not cfg.joint else {"average_accuracy": float(matrix[-1].mean())}
     return {"accuracy_matrix": matrix.tolist(), **summary, "train_seconds": fit.train_seconds,
             "per_task_seconds": trainer.stage_seconds, "initial_accuracy": baseline,
-            "images_per_second": fit.images_per_second}
+            "images_per_second": fit.images_per_second, "resumed_from": trainer.resumed_from}
 
 
 def _joint(stream: Stream, scenario: str) -> Task:

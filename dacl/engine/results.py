@@ -1,31 +1,47 @@
 """Atomic result files and the provenance every result records (commit, hardware, versions)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+from dacl.errors import StorageError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temp file + rename, so readers never see a half-written file."""
+    _atomic_write(path, "w", lambda f: f.write(text))
+
+
+def _atomic_write(path: str | Path, mode: str, write: Callable[[Any], Any]) -> None:
+    """A uniquely named temp file beside ``path``, fsynced, then renamed over it: concurrent writers never share a
+    temp name, readers never see half a file, and a failed write (a full disk, a kill) removes its temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        # torch's zip writer reports a full disk as a RuntimeError ("unexpected pos"): look at the free space itself
+        full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            (isinstance(exc, RuntimeError) and shutil.disk_usage(path.parent).free < 64 * 1024)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise StorageError(f"no space left on the device holding {path.parent} while writing {path.name}; free "
+                               "some space or give the run a folder on another disk (hydra.run.dir=...)") from exc
         raise
 
 
@@ -34,21 +50,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` via a uniquely named temp file + rename: concurrent writers never share a temp name, and a
-    failed write (full disk, kill during save) removes its temp file instead of leaving it beside the run."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through ``_atomic_write`` (unique temp name, removed on any failure)."""
+    _atomic_write(path, "wb", lambda f: torch.save(obj, f))
 
 
 def _json_default(o: Any) -> Any:

@@ -10,6 +10,7 @@ bit-exact resume and load without unpickling code.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import random
@@ -28,7 +29,9 @@ from dacl.data.stream import BatchStream
 from dacl.distributed import SINGLE, DistContext
 from dacl.engine.curriculum import Curriculum, DomainAdaptation
 from dacl.engine.checkpoint import load_checkpoint_file, restore_rng_state, rng_state, with_format
-from dacl.engine.results import atomic_torch_save
+from dacl.engine import signals
+from dacl.engine.results import atomic_torch_save, git_commit
+from dacl.engine.signals import RunInterrupted
 from dacl.errors import ConfigError, NonFiniteLossError
 from dacl.methods.base import Batch, Experience, Hooks, Method, StepState
 from dacl.registry import OPTIMIZERS, SCHEDULES
@@ -64,6 +67,23 @@ class TrainerConfig:
     channels_last: bool = True  # NHWC conv layout: ~30% faster LeNet steps with oneDNN on CPU, and faster on GPU
     reset_optimizer: bool = False  # multi-experience runs: a fresh optimizer and schedule at every experience
 
+    def __post_init__(self) -> None:
+        """Every numeric option's range, checked before any work: a zero batch or step count would otherwise surface
+        as a misleading NaN, a KeyError or a ZeroDivisionError deep in the loop."""
+        positive = ("max_steps", "batch_size", "eval_every", "log_every", "eval_batch_size")
+        for name in positive:
+            check_number(f"trainer.{name}", getattr(self, name), integer=True, minimum=1)
+        check_number("trainer.target_batch_size", self.target_batch_size, integer=True, minimum=1, optional=True)
+        check_number("trainer.threads", self.threads, integer=True, minimum=1, optional=True)
+        check_number("trainer.ckpt_every", self.ckpt_every, integer=True, minimum=0)
+        check_number("trainer.lr", self.lr, minimum=0.0)
+        check_number("trainer.weight_decay", self.weight_decay, minimum=0.0)
+        check_number("trainer.momentum", self.momentum, minimum=0.0, below=1.0)
+        check_number("trainer.grad_clip", self.grad_clip, minimum=0.0, exclusive=True, optional=True)
+        if self.amp != "auto" and self.amp not in AMP_DTYPES:
+            raise ConfigError(f"trainer.amp must be one of auto, {', '.join(AMP_DTYPES)}; got '{self.amp}'")
+        check_device_name(self.device)
+
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "TrainerConfig":
         known = {f.name for f in fields(cls)}
@@ -78,7 +98,33 @@ class TrainerConfig:
 RUNTIME_OPTIONS = frozenset({"threads", "progress", "resume", "device", "tensorboard"})
 
 
+def check_number(option: str, value: Any, *, integer: bool = False, minimum: float | None = None,
+                  below: float | None = None, exclusive: bool = False, optional: bool = False) -> None:
+    """One ``ConfigError`` line naming the option, its value and the allowed range."""
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+        raise ConfigError(f"{option} must be {kind}, got {value!r}")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        raise ConfigError(f"{option} must be {'>' if exclusive else '>='} {minimum:g}, got {value!r}")
+    if below is not None and value >= below:
+        raise ConfigError(f"{option} must be < {below:g}, got {value!r}")
+
+
+def check_device_name(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or another device torch knows; a typo is a one-line error."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device '{name}'; use trainer.device=auto, cpu, cuda or cuda:N") from exc
+
+
 def resolve_device(name: str) -> torch.device:
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -115,7 +161,8 @@ class FitResult:
 
 
 class _CsvLog:
-    """Append-only CSV whose columns are fixed by the first row; truncated to a step on resume."""
+    """Append-only CSV; a row with new columns widens the header (earlier rows leave them empty); truncated to a
+    step on resume."""
 
     def __init__(self, path: Path | None) -> None:
         self.path, self.columns = path, None  # no path: a run that keeps nothing on disk
@@ -144,6 +191,14 @@ class _CsvLog:
         new = not self.path.exists() or self.path.stat().st_size == 0
         if self.columns is None:
             self.columns = list(row.keys())
+        elif not new and set(row) - set(self.columns):  # a term that starts later (LwF from the 2nd task): widen
+            with self.path.open() as f:
+                rows = list(csv.DictReader(f))
+            self.columns += [k for k in row if k not in self.columns]
+            with self.path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.columns)
+                w.writeheader()
+                w.writerows(rows)
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             if new:
@@ -186,6 +241,7 @@ class Trainer:
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.source_stream: BatchStream | None = None
         self.target_stream: BatchStream | None = None
+        self.resumed_from: dict[str, Any] | None = None  # step and commit of the checkpoint this run continued
         self.step = 0  # global: counts the steps of every experience so far
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
@@ -228,7 +284,7 @@ class Trainer:
             "target_stream": self.target_stream.state_dict() if self.target_stream else None,
             "rng": rng_state(), "history": self.history, "train_seconds": self.train_seconds,
             "stage_seconds": self.stage_seconds, "images_seen": self.images_seen, "max_steps": self.total_steps,
-            "opened": self._opened,
+            "opened": self._opened, "written_by": _commit(),
         })
 
     def save_checkpoint(self) -> None:
@@ -253,6 +309,7 @@ class Trainer:
         restore_rng_state(ckpt["rng"])
         self.step, self.history, self.train_seconds = ckpt["step"], ckpt["history"], ckpt["train_seconds"]
         self.stage_seconds, self.images_seen = ckpt["stage_seconds"], ckpt["images_seen"]
+        self.resumed_from = {"step": self.step, **ckpt.get("written_by", {})}
         if self.dist.is_main:
             self.train_log.truncate_after(self.step)
             self.eval_log.truncate_after(self.step)
@@ -344,13 +401,20 @@ class Trainer:
             self.images_seen += images
 
             done = self.step == last_step
+            eval_due = self.curriculum.periodic_eval and (self.step % cfg.eval_every == 0 or done)
             if self.step % cfg.log_every == 0 or done or self.step == end:
                 self._log_train(state, loss, bar)  # also the non-finite check: no per-step host sync
-            if self.curriculum.periodic_eval and (self.step % cfg.eval_every == 0 or done) and self.dist.is_main:
+            elif eval_due:
+                self._check_finite(state, loss)  # never score a diverged model (its NaN logits break the metrics)
+            if eval_due and self.dist.is_main:
                 t0 = self._pause_clock(t0, k)  # other ranks wait at the next all-reduce
                 self._record_eval(self.evaluate())
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not done:
                 self.save_checkpoint()
+            if signals.requested() is not None and not done:  # SIGTERM/SIGINT: stop between two steps
+                self._pause_clock(t0, k)
+                self.save_checkpoint()
+                raise RunInterrupted(signals.requested(), self.step)
         self._pause_clock(t0, k)
         if self.step == last_step:  # a checkpoint at an experience's last step is taken only after its end hooks
             for h in method.hooks:
@@ -367,13 +431,17 @@ class Trainer:
         self.stage_seconds[k] += seconds
         return time.perf_counter()
 
-    def _log_train(self, state: StepState, loss: torch.Tensor, bar: Any) -> None:
+    def _check_finite(self, state: StepState, loss: torch.Tensor) -> tuple[float, dict[str, float]]:
         values = {k: float(v.detach().float().item()) for k, v in state.losses.items()}
         total = float(loss.detach().item())
         if not math.isfinite(total):
             raise NonFiniteLossError(
                 f"loss became {total} at step {self.step} (terms: {values}); lower trainer.lr "
                 f"(now {self.cfg.lr}), set trainer.grad_clip=1.0, or check the inputs for NaNs")
+        return total, values
+
+    def _log_train(self, state: StepState, loss: torch.Tensor, bar: Any) -> None:
+        total, values = self._check_finite(state, loss)
         row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": total,
                **{f"loss/{k}": v for k, v in values.items()},
                **{k: float(v.float().item()) for k, v in state.logs.items()}}
@@ -401,6 +469,13 @@ class Trainer:
         except ImportError as exc:
             raise ConfigError("trainer.tensorboard=true needs the tensorboard package: pip install -e '.[tensorboard]'") from exc
         return SummaryWriter(str(self.run_dir / "tb"))
+
+
+@functools.lru_cache(maxsize=1)
+def _commit() -> dict[str, Any]:
+    """The code a checkpoint was written by (asked of git once per process)."""
+    info = git_commit()
+    return {"commit": info.get("commit"), "dirty": info.get("dirty")}
 
 
 def _elapsed(t0: float, device: torch.device) -> float:
