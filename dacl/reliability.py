@@ -307,6 +307,8 @@ def run_matrix(work: Path) -> list[tuple[Case, Outcome]]:
             outcome = case.run(tmp)
         except Exception as exc:  # noqa: BLE001  (a harness failure is a failed row, not a lost table)
             outcome = Outcome("(harness)", f"{type(exc).__name__}: {exc}", False)
+        here = str(work)  # the temporary folder's name changes every run: shown as <tmp>
+        outcome = Outcome(outcome.command.replace(here, "<tmp>"), outcome.observed.replace(here, "<tmp>"), outcome.passed)
         print(f"{'pass' if outcome.passed else 'FAIL'}  {case.name}: {outcome.observed}", flush=True)
         results.append((case, outcome))
     return results

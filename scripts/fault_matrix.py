@@ -32,7 +32,8 @@ def main() -> None:
     info, hw = git_commit(REPO), hardware(torch.device("cpu"))
     provenance = (f"commit {info['commit']}{' (dirty)' if info['dirty'] else ''}, {hw['cpu']}, "
                   f"{hw['cpu_count']} cores, torch {torch.__version__}")
-    write_matrix(results, Path(args.out), "python scripts/fault_matrix.py " + shlex.join(sys.argv[1:]), provenance)
+    write_matrix(results, Path(args.out), " ".join(["python scripts/fault_matrix.py", shlex.join(sys.argv[1:])]).strip(),
+                 provenance)
     failed = [c.name for c, o in results if not o.passed]
     print(f"{len(results) - len(failed)} of {len(results)} cases pass -> {args.out}.md")
     if failed:
