@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dacl.engine.results import atomic_write_text
-from dacl.engine.trainer import RUNTIME_OPTIONS
+from dacl.run_spec import non_result_overrides
 from dacl.engine.run_folder import folder_status
 
 COLUMNS = ["benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "command",
            "n_failed"]
 SELECTIONS = ("last", "source_val", "oracle")  # the fixed protocols; validator columns sit between source_val and oracle
-# Overrides that cannot change a result (mirrors hydra.job.config.override_dirname.exclude_keys in configs/config.yaml,
-# which a test checks) plus those already in the row's own columns. Any other override separates configurations.
-NON_RESULT_KEYS = frozenset({"method", "benchmark", "seed", "tag", "experiment", "variant", "hparams_seed", "data_root",
-                             "download", *(f"trainer.{k}" for k in RUNTIME_OPTIONS)})
+# Overrides that cannot change a result plus those already in the row's own columns (dacl.run_spec; mirrored by
+# configs/config.yaml's override_dirname.exclude_keys). Any other override separates configurations.
+NON_RESULT_KEYS = non_result_overrides("run")
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float | None]:

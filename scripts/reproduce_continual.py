@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.engine.results import git_commit  # noqa: E402
+from dacl.run_spec import result_config  # noqa: E402
 from dacl.reporting import (COLUMNS, _fmt, archive_runs, atomic_write_text, commit_label, format_mean_std,  # noqa: E402
                             load_runs, mean_std, sweep_command, to_csv)
 
@@ -53,6 +54,7 @@ EFFECTIVE_KEYS = ("strategy", "train", "model")  # with the stream minus its pro
 
 
 def _effective(config: dict) -> dict:
+    config = result_config(config, "continual")  # resume, checkpoint and log cadence never make a run stale
     stream = {k: v for k, v in config.get("stream", {}).items() if k != "protocol"}  # protocol feeds the keys above
     return {"stream": stream, **{k: config.get(k) for k in EFFECTIVE_KEYS}}
 
@@ -166,6 +168,7 @@ def markdown(rows: list[dict], failed: list[dict], title: str, notes: list[str])
 
 
 def main() -> None:
+    global RUNS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--streams", default="split_mnist")
@@ -184,7 +187,6 @@ def main() -> None:
                          "come with the command that produced it")
     ap.add_argument("overrides", nargs="*", help="extra dacl continual overrides, e.g. train.steps_per_task=200")
     args = ap.parse_args()
-    global RUNS
     RUNS = Path(args.runs).resolve()
     commit = git_commit(REPO)  # before anything is written: the tables themselves would make the tree dirty
     streams, scenarios = args.streams.split(","), args.scenarios.split(",")

@@ -35,6 +35,7 @@ from dacl.engine.signals import RunInterrupted
 from dacl.errors import ConfigError, NonFiniteLossError
 from dacl.methods.base import Batch, Experience, Hooks, Method, StepState
 from dacl.registry import OPTIMIZERS, SCHEDULES
+from dacl.run_spec import RUNTIME_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,9 @@ class TrainerConfig:
         return cls(**cfg)
 
 
-# TrainerConfig fields that cannot change what a run learns or reports: two runs differing only in these are the
-# same configuration (the collector groups them, a TTA source run is reused across them).
-RUNTIME_OPTIONS = frozenset({"threads", "progress", "resume", "device", "tensorboard"})
+# TrainerConfig fields that cannot change what a run learns or reports (dacl.run_spec classifies every key): two
+# runs differing only in these are the same configuration (the collector groups them, a TTA source run is reused).
+RUNTIME_OPTIONS = frozenset(k.split(".", 1)[1] for k in RUNTIME_KEYS["run"] if k.startswith("trainer."))
 
 
 def check_number(option: str, value: Any, *, integer: bool = False, minimum: float | None = None,
