@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -54,6 +55,61 @@ def check_overrides(overrides: list[str]) -> None:
                       f"(add configs/{key}/{choice}.yaml, or ship it in a package's dacl.configs entry point)")
 
 
+# Groups each command composes; naming another command's group is a one-line redirect, not Hydra's error.
+COMMAND_GROUPS = {"config": {"method", "benchmark", "model", "trainer", "experiment"},
+                  "continual": {"stream", "strategy"}}
+REDIRECT = {"config": "continual strategies run with `dacl continual stream=... strategy=...`",
+            "continual": "DA, TTA and fine-tuning methods run with `dacl run method=... benchmark=...`"}
+
+
+def preflight(config_name: str, args: list[str]) -> None:
+    """Compose the configuration once before Hydra runs it, so a misspelt key (``trainer.lrr=0.1``), a group of the
+    other command, or a malformed value is one ``dacl: error:`` line instead of Hydra's multi-line report."""
+    for item in args:
+        key = item.lstrip("+~").partition("=")[0]
+        if key in CONFIG_GROUPS and key not in COMMAND_GROUPS[config_name]:
+            command = "run" if config_name == "config" else "continual"
+            _fail(f"dacl {command} has no '{key}' option: {REDIRECT[config_name]}")
+    if any(a.startswith("-") for a in args):  # -m sweeps (composed per job), --cfg/--help/--info: Hydra's own
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = [a for a in args if not a.startswith("hydra.")] + search_path_override()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except HydraException as exc:
+        text = str(exc)
+        unknown = re.match(r"Could not override '([^']+)'\.\s*To append to your config use (\S+)", text)
+        if unknown:
+            key = unknown.group(1)
+            command = "run" if config_name == "config" else "continual"
+            _fail(f"unknown option '{key}'.{_close_key(config_name, overrides, key)} All options: "
+                  f"`dacl {command} --cfg job`")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "hydra.cc/docs" not in ln]
+        _fail("; ".join(lines))
+
+
+def _close_key(config_name: str, overrides: list[str], key: str) -> str:
+    """' Did you mean ...?' among the keys beside ``key`` in the composed config."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig, OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if o.lstrip("+~").partition("=")[0] != key]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=rest)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        close = difflib.get_close_matches(leaf, list(node.keys()), n=1) if isinstance(node, DictConfig) else []
+        return f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
+    except Exception:  # noqa: BLE001  (a suggestion is a courtesy; the error line stands without it)
+        return ""
+
+
 def trial_suffix(variant: object, hparams_seed: object) -> str:
     """Run-folder suffix that keeps sweep trials apart: '' for the defaults, '_hp3' for a random draw,
     '_<variant>' for a declared variant (both when both are set)."""
@@ -76,6 +132,7 @@ def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[.
     in a multirun a failing configuration is reported (its failed.json written) without stopping the sweep."""
     check_overrides(args)
     _register_resolvers()
+    preflight(config_name, args)
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

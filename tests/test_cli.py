@@ -107,3 +107,11 @@ def test_test_time_methods_run_through_dacl_run(tmp_path):
     proc = dacl("run", "method=tent", "benchmark=synthetic_shift", "model=lenet", "model.bottleneck_dim=0",
                 "trainer.max_steps=2", "trainer.progress=false", f"hydra.run.dir={tmp_path / 'nobn'}", cwd=tmp_path)
     assert "adapts BatchNorm layers but the model has none" in _one_line_error(proc)
+
+
+def test_misspelt_keys_and_the_other_commands_groups_are_one_line(tmp_path):
+    line = _one_line_error(dacl("run", "trainer.lrr=0.1", cwd=tmp_path))
+    assert "unknown option 'trainer.lrr'. Did you mean 'trainer.lr'?" in line and "dacl run --cfg job" in line
+    assert "dacl continual stream=... strategy=..." in _one_line_error(dacl("run", "strategy=replay", cwd=tmp_path))
+    assert "dacl run method=..." in _one_line_error(dacl("continual", "method=dann", cwd=tmp_path))
+    assert not (tmp_path / "runs").exists()
