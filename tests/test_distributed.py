@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # several torchrun launches: `make test-all` (CI) runs them
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 
-pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed beside this Python")
+pytestmark = [pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed beside this Python"),
+              pytest.mark.slow]  # several torchrun launches: `make test-all` (CI) runs them
 
 
 def _launch(nproc: int, command: str, *overrides: str) -> subprocess.CompletedProcess:
