@@ -88,8 +88,8 @@ def test_replay_buffers_stay_identical_across_processes(tmp_path):
     assert results[1]["hardware"]["processes"] == 2
     # every rank offers the all-gathered global batch and replays its slice of one shared replay batch, so the runs
     # match up to float rounding: gloo's all-reduced mean gradient is not bitwise the 1-process one, and over 75 Adam
-    # steps that can flip a few of the small test sets' predictions (AMD EPYC, session 21: 4 of 25 entries differed,
-    # at most by 0.019, none before the fourth task; the Intel machines of earlier sessions matched exactly)
+    # steps that can flip a few of the small test sets' predictions (measured on an AMD EPYC: 4 of 25 entries differed,
+    # at most by 0.019, none before the fourth task; on Intel machines the runs matched exactly)
     m1, m2 = (torch.tensor(r["metrics"]["accuracy_matrix"]) for r in results)
     torch.testing.assert_close(m2[0], m1[0], rtol=0, atol=1e-9)  # first task: no replay, no drift yet
     diff = (m2 - m1).abs()
