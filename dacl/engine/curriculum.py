@@ -9,6 +9,7 @@ Everything else — optimizer, AMP, clipping, schedule, hooks, logs, checkpoint/
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -39,15 +40,16 @@ class Stage:
     target_batch_size: int | None = None
 
 
-class Curriculum:
-    """Base: the stages to train and how to score the model. Override ``evaluate`` and, where useful, the rest."""
+class Curriculum(ABC):
+    """Base: the stages to train and how to score the model. ``stages`` and ``evaluate`` are required."""
 
     name: str = "train"
     periodic_eval: bool = True  # evaluate every trainer.eval_every steps; otherwise once after each experience
     validators: dict[str, Callable] = {}
 
+    @abstractmethod
     def stages(self) -> list[Stage]:
-        raise NotImplementedError
+        """The experiences, in training order."""
 
     def enter(self, index: int) -> None:
         """Called before training (or resuming) experience ``index``: e.g. set the logit mask of its classes."""
@@ -56,8 +58,9 @@ class Curriculum:
         """Records taken before the first step (a CL stream's untrained accuracies, for forward transfer)."""
         return []
 
+    @abstractmethod
     def evaluate(self, trainer: "Trainer", experience_index: int) -> dict[str, float]:
-        raise NotImplementedError
+        """One evaluation record (flat floats, with ``step``), the model already in eval mode."""
 
     def select(self, history: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         """Which evaluation record each selection protocol reports; default: the last one."""
