@@ -78,6 +78,16 @@ def all_gather_cat(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is True on any (one all-reduce), so ranks agree on when to stop: a signal that
+    reaches the ranks at different steps must not leave one rank waiting in an all-reduce the others have left."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def current() -> DistContext:
     """The context of an already-initialised process group (plugins use it to synchronise their state)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -245,3 +245,24 @@ def test_the_collector_takes_the_newest_status_and_counts_every_run_it_lists(tin
     assert sorted(f["error"].split("]")[0] for f in failed) == ["[failed", "[incomplete"]
     rows = aggregate(ok, failed=failed)
     assert sum(r["n_failed"] for r in rows if r["selection"] == "last") == len(failed) == 2
+
+
+def _any_rank_worker(rank: int, path: str, out: str) -> None:
+    import torch.distributed as tdist
+
+    from dacl.distributed import DistContext, any_rank
+
+    tdist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
+    ctx = DistContext(rank, 2, rank)
+    results = [any_rank(rank == 1, ctx, torch.device("cpu")), any_rank(False, ctx, torch.device("cpu"))]
+    Path(out, f"rank{rank}.json").write_text(json.dumps(results))
+    tdist.destroy_process_group()
+
+
+def test_under_torchrun_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
+    """A signal that reaches one rank only (or the ranks at different steps) must stop all of them at one step,
+    or the others would wait forever in the next gradient all-reduce."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_any_rank_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == [[True, False], [True, False]]

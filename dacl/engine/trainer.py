@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -412,10 +413,13 @@ class Trainer:
                 self._record_eval(self.evaluate())
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not done:
                 self.save_checkpoint()
-            if signals.requested() is not None and not done:  # SIGTERM/SIGINT: stop between two steps
+            # SIGTERM/SIGINT: stop between two steps. Under torchrun the ranks agree first (at logging steps only: one
+            # all-reduce there instead of a host sync every step); alone, the flag is read every step.
+            ask = not self.dist.enabled or self.step % cfg.log_every == 0 or self.step == end
+            if ask and not done and distributed.any_rank(signals.requested() is not None, self.dist, self.device):
                 self._pause_clock(t0, k)
                 self.save_checkpoint()
-                raise RunInterrupted(signals.requested(), self.step)
+                raise RunInterrupted(signals.requested() or int(signal.SIGTERM), self.step)
         self._pause_clock(t0, k)
         if self.step == last_step:  # a checkpoint at an experience's last step is taken only after its end hooks
             for h in method.hooks:
