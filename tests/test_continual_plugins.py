@@ -324,3 +324,21 @@ def test_lwf_zero_padded_targets_push_new_class_probability_down():
         lwf.before_backward(state)
         losses[targets] = state.losses["lwf"].item()
     assert losses["old_only"] == pytest.approx(0.0, abs=1e-6) and losses["zero_padded"] > 1.0
+
+
+def test_lwf_teacher_stays_in_eval_mode_when_the_loop_switches_to_training():
+    """The loop calls method.train() after every evaluation; a teacher with dropout must still give fixed targets."""
+    from dacl.engine.continual import TaskMask
+    from dacl.registry import METHODS, PLUGINS
+
+    torch.manual_seed(0)
+    method = METHODS.build("source_only")
+    method.setup(TaskMask(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 4))), 4)
+    lwf = PLUGINS.build("lwf")
+    method.add_plugin(lwf)
+    lwf.before_experience(Experience(1, classes=(2, 3), scenario="class"))
+    method.train()
+    assert not lwf.teacher.training and method.model.training
+    x = torch.randn(8, 4)
+    with torch.no_grad():
+        assert torch.equal(lwf.teacher(x), lwf.teacher(x)), "dropout reached the teacher"

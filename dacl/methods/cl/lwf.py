@@ -51,6 +51,15 @@ class LwF(Plugin):
         if "teacher" in names:  # its weights come from the checkpoint; the copy only gives it the right shapes
             self.teacher = copy.deepcopy(unmasked(self.method.model)).eval().requires_grad_(False)
 
+    def train(self, mode: bool = True) -> "LwF":
+        """The teacher stays in eval mode whatever the loop sets (method.train() reaches every submodule): its
+        targets must not carry dropout noise or move BatchNorm statistics."""
+        super().train(mode)
+        teacher = getattr(self, "teacher", None)
+        if teacher is not None:
+            teacher.eval()
+        return self
+
     def before_experience(self, experience: Experience) -> None:
         old = getattr(self, "_old_classes", [])
         if experience.index > 0:
