@@ -58,6 +58,7 @@ def check_overrides(overrides: list[str]) -> None:
 # Groups each command composes; naming another command's group is a one-line redirect, not Hydra's error.
 COMMAND_GROUPS = {"config": {"method", "benchmark", "model", "trainer", "experiment"},
                   "continual": {"stream", "strategy"}}
+COMMAND_OF = {"config": "run", "continual": "continual"}  # config file -> the dacl command that composes it
 REDIRECT = {"config": "continual strategies run with `dacl continual stream=... strategy=...`",
             "continual": "DA, TTA and fine-tuning methods run with `dacl run method=... benchmark=...`"}
 
@@ -68,8 +69,7 @@ def preflight(config_name: str, args: list[str]) -> None:
     for item in args:
         key = item.lstrip("+~").partition("=")[0]
         if key in CONFIG_GROUPS and key not in COMMAND_GROUPS[config_name]:
-            command = "run" if config_name == "config" else "continual"
-            _fail(f"dacl {command} has no '{key}' option: {REDIRECT[config_name]}")
+            _fail(f"dacl {COMMAND_OF[config_name]} has no '{key}' option: {REDIRECT[config_name]}")
     if any(a.startswith("-") for a in args):  # -m sweeps (composed per job), --cfg/--help/--info: Hydra's own
         return
     from hydra import compose, initialize_config_dir
@@ -84,9 +84,8 @@ def preflight(config_name: str, args: list[str]) -> None:
         unknown = re.match(r"Could not override '([^']+)'\.\s*To append to your config use (\S+)", text)
         if unknown:
             key = unknown.group(1)
-            command = "run" if config_name == "config" else "continual"
             _fail(f"unknown option '{key}'.{_close_key(config_name, overrides, key)} All options: "
-                  f"`dacl {command} --cfg job`")
+                  f"`dacl {COMMAND_OF[config_name]} --cfg job`")
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "hydra.cc/docs" not in ln]
         _fail("; ".join(lines))
 

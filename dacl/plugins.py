@@ -15,6 +15,7 @@ and ``dacl run method=<name>`` finds them on Hydra's search path, next to dacl's
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -59,7 +60,8 @@ def load_entry_points() -> list[str]:
     return loaded
 
 
-def plugin_config_dirs() -> list[Path]:
+@functools.lru_cache(maxsize=1)
+def plugin_config_dirs() -> tuple[Path, ...]:
     """Config folders that installed packages contribute through ``dacl.configs`` entry points (found without
     importing the packages' code; a package that cannot be found warns)."""
     found = []
@@ -71,4 +73,4 @@ def plugin_config_dirs() -> list[Path]:
                           stacklevel=2)
             continue
         found.append(Path(locations[0]))
-    return found
+    return tuple(found)

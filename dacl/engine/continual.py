@@ -158,32 +158,40 @@ class ContinualStream(Curriculum):
     def enter(self, index: int) -> None:
         self._mask(self._active[index])
 
-    def initial_records(self, trainer) -> list[dict[str, float]]:
-        """The untrained model on every task (b_j of GEM's forward transfer), as experience -1."""
-        cfg, accs = self.cfg, []
+    def _score_tasks(self, mask_of: Callable[[int], Sequence[int]] | None) -> list[float]:
+        """Accuracy on every task's test set; ``mask_of(j)``: the classes left unmasked while task j is scored."""
+        accs = []
         for j, tj in enumerate(self.stream.tasks):
-            if self.masks_classes:
-                self._mask(tj.classes if cfg.scenario == "task" else
-                           sorted({c for t in self.stream.tasks[:j + 1] for c in t.classes}))
-            accs.append(_accuracy(self.model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size))
+            if mask_of is not None:
+                self._mask(mask_of(j))
+            accs.append(_accuracy(self.model, tj.test[0], _labels(tj, tj.test[1], self.cfg.scenario),
+                                  self.cfg.eval_batch_size))
+        return accs
+
+    def initial_records(self, trainer) -> list[dict[str, float]]:
+        """The untrained model on every task (b_j of GEM's forward transfer), as experience -1: each task with the
+        mask it will train under (its own classes in task-IL, the classes seen up to it in class-IL)."""
+        tasks = self.stream.tasks
+        own = (lambda j: tasks[j].classes) if self.cfg.scenario == "task" else \
+            (lambda j: sorted({c for t in tasks[:j + 1] for c in t.classes}))
+        accs = self._score_tasks(own if self.masks_classes else None)
         return [{"step": 0, "experience": -1, **{f"task_acc/{j}": a for j, a in enumerate(accs)}}]
 
     def evaluate(self, trainer, experience_index: int) -> dict[str, float]:
-        cfg = self.cfg
-        accs = []
-        for j, tj in enumerate(self.stream.tasks):
-            if cfg.scenario == "task":
-                self._mask(tj.classes)
-            accs.append(_accuracy(self.model, tj.test[0], _labels(tj, tj.test[1], cfg.scenario), cfg.eval_batch_size))
+        """Row ``experience_index`` of the accuracy matrix: task-IL scores each task with its own head, class-IL
+        with the classes seen so far (the current mask)."""
+        task_il = self.cfg.scenario == "task"
+        accs = self._score_tasks((lambda j: self.stream.tasks[j].classes) if task_il else None)
         self._mask(self._active[experience_index])
         if self.progress is not None:
             i = experience_index
-            self.progress(i, float(np.mean(accs[:i + 1] if not cfg.joint else accs)))
+            self.progress(i, float(np.mean(accs[:i + 1] if not self.cfg.joint else accs)))
         return {"step": trainer.step, "experience": experience_index, **{f"task_acc/{j}": a for j, a in enumerate(accs)}}
 
 
 def trainer_config(cfg: ContinualConfig) -> TrainerConfig:
-    """The loop's settings for a CL protocol: constant LR, evaluation after each experience."""
+    """The loop's settings for a CL protocol: constant LR, evaluation after each experience. ``max_steps`` and
+    ``eval_every`` are unused here: the stream's experiences set the steps, and it is scored after each one."""
     return TrainerConfig(max_steps=1, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
                          weight_decay=cfg.weight_decay, schedule="constant", eval_every=1, log_every=cfg.log_every,
                          eval_batch_size=cfg.eval_batch_size, validators=[], progress=False, save_model=False,
@@ -217,9 +225,9 @@ def run_stream(method: Method, stream: Stream, cfg: ContinualConfig, seed: int =
         return {"status": "paused", "step": fit.steps}
     if curriculum.masks_classes:
         method.model.active = None
-    baseline, matrix = accuracy_matrix(fit.history, len(stream.tasks))
-    if not dist.is_main:
+    if not dist.is_main:  # rank 0 evaluated: the other ranks hold no matrix
         return {"status": "worker"}
+    baseline, matrix = accuracy_matrix(fit.history, len(stream.tasks))
     summary = summarise(matrix, baseline) if not cfg.joint else {"average_accuracy": float(matrix[-1].mean())}
     return {"accuracy_matrix": matrix.tolist(), **summary, "train_seconds": fit.train_seconds,
             "per_task_seconds": trainer.stage_seconds, "initial_accuracy": baseline,

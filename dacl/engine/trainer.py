@@ -34,7 +34,7 @@ from dacl.engine import signals
 from dacl.engine.results import atomic_torch_save, git_commit
 from dacl.engine.signals import RunInterrupted
 from dacl.errors import ConfigError, NonFiniteLossError
-from dacl.methods.base import Batch, Experience, Hooks, Method, StepState
+from dacl.methods.base import Batch, Hooks, Method, StepState
 from dacl.registry import OPTIMIZERS, SCHEDULES
 from dacl.run_spec import RUNTIME_KEYS
 
@@ -217,7 +217,6 @@ class Trainer:
         self.needs_target = method.needs_target or any(p.needs_target for p in method.plugins)
         self.curriculum = data if isinstance(data, Curriculum) else DomainAdaptation(
             data, cfg.batch_size, cfg.target_batch_size, cfg.max_steps, self.needs_target, cfg.validators, seed)
-        self.data = data
         self.stages = self.curriculum.stages()
         self.stage_starts = [0]
         for st in self.stages:
