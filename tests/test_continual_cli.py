@@ -201,7 +201,9 @@ def test_a_continual_run_killed_with_sigkill_resumes_to_the_same_matrix_bitwise(
                               f"hydra.run.dir={killed_dir}"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "full" / "results.json").read_text())["metrics"]
-    b = json.loads((killed_dir / "results.json").read_text())["metrics"]
+    resumed_record = json.loads((killed_dir / "results.json").read_text())
+    assert resumed_record["resumed_from"]["step"] == step, "continued the checkpoint, not a fresh run of the same seed"
+    b = resumed_record["metrics"]
     assert b["accuracy_matrix"] == a["accuracy_matrix"] and b["initial_accuracy"] == a["initial_accuracy"]
 
 

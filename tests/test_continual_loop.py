@@ -166,5 +166,6 @@ def test_a_stream_paused_anywhere_resumes_to_the_same_accuracy_matrix_bitwise(di
         assert paused == {"status": "paused", "step": stop}
         torch.manual_seed(12345)  # the resumed run must not depend on this process's RNG state
         resumed = run(tmp_path / f"at{stop}", resume=True)
+        assert resumed["resumed_from"]["step"] == stop, "continued the checkpoint, not a fresh run of the same seed"
         assert resumed["accuracy_matrix"] == full["accuracy_matrix"], stop
         assert resumed["initial_accuracy"] == full["initial_accuracy"]
