@@ -220,8 +220,73 @@ def cmd_demo(args: list[str]) -> None:
     run_demo(args)
 
 
+def cmd_reproduce(args: list[str]) -> None:
+    """Re-make a committed table from its study file (configs/study/<name>.yaml)."""
+    import argparse
+
+    from dacl.studies.reproduce import Options, list_studies, reproduce, reproduce_all
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:  # one `dacl: error:` line, as every other command
+            _fail(f"reproduce: {message} (`dacl reproduce --help`)")
+
+    ap = Parser(prog="dacl reproduce", description="Run what a study's run archive lacks, then "
+                                 "re-make its table (configs/study/<study>.yaml).")
+    ap.add_argument("study", nargs="?", help="a study name (`dacl reproduce --list`)")
+    ap.add_argument("--list", action="store_true", help="list the studies and their tables")
+    ap.add_argument("--all", action="store_true", help="every study in turn (with --quick: a miniature of each)")
+    ap.add_argument("--collect-only", action="store_true", help="train nothing: re-make the table from its records")
+    ap.add_argument("--quick", action="store_true", help="the whole grid with the study's short overrides, into "
+                    "runs/quick/<study> (a smoke test; never a committed table)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs side by side (one per core with trainer.threads=1)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the table (default: where it is committed)")
+    ap.add_argument("--data-root", default=None, help="dataset folder, e.g. ../shared/data")
+    ap.add_argument("--runs", type=Path, default=Path("runs"), help="parent folder of the run folders")
+    ap.add_argument("overrides", nargs="*", help="runtime overrides for every run, e.g. trainer.device=cuda")
+    ns = ap.parse_intermixed_args(args)
+    if ns.list:
+        list_studies()
+        return
+    if ns.jobs < 1:
+        _fail(f"--jobs must be at least 1, got {ns.jobs}")
+    opts = Options(collect_only=ns.collect_only, quick=ns.quick, jobs=ns.jobs, out=ns.out, data_root=ns.data_root,
+                   runs=ns.runs.resolve(), extra=tuple(ns.overrides))
+    if ns.all:
+        failed = reproduce_all(opts)
+        if failed:
+            _fail(f"{len(failed)} studies failed: {', '.join(failed)}")
+        return
+    if not ns.study:
+        _fail("name a study (`dacl reproduce --list` lists them), or pass --all")
+    reproduce(ns.study, opts)
+
+
+def cmd_collect(args: list[str]) -> None:
+    """Collect any sweep's run folders into a table (runs that belong to no study)."""
+    import argparse
+
+    from dacl.reporting import collect_runs
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            _fail(f"collect: {message} (`dacl collect --help`)")
+
+    ap = Parser(prog="dacl collect", description="Run folders (results.json / failed.json) or run-record files -> "
+                "<out>.md, .csv and .runs.jsonl. Committed tables come from `dacl reproduce <study>`.")
+    ap.add_argument("roots", nargs="+", help="run folders, or a table's <table>.runs.jsonl")
+    ap.add_argument("--out", required=True, help="output path without extension")
+    ap.add_argument("--title", default="Results")
+    ap.add_argument("--note", action="append", default=[], help="a note line under the table (repeatable)")
+    ap.add_argument("--variants", default=None, help="keep only these variants (comma-separated; 'none' = no variant)")
+    ap.add_argument("--drop-variants", default=None, help="leave out these variants (comma-separated)")
+    ns = ap.parse_args(args)
+    md = collect_runs(ns.roots, ns.out, ns.title, ns.note, "dacl collect " + shlex.join(args), ns.variants,
+                      ns.drop_variants)
+    print(md.read_text())
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {"run": cmd_run, "continual": cmd_continual, "list": cmd_list,
-                                                     "demo": cmd_demo}
+                                                     "demo": cmd_demo, "reproduce": cmd_reproduce, "collect": cmd_collect}
 USAGE = """usage: dacl <command> [args]
 
 commands:
@@ -231,6 +296,9 @@ commands:
                             strategy=replay data_root=../shared/data   (strategies: configs/strategy/*.yaml)
   list                      print registered methods, plugins, benchmarks, datasets, backbones, validators, ...
   demo  [hydra overrides]   offline source-only vs DANN on the package-shipped digits; prints a table
+  reproduce <study>         run what a committed table lacks and re-make it (configs/study/*.yaml);
+                            --list, --collect-only, --quick, --jobs N, --out DIR, --data-root DIR
+  collect <run folders> --out PREFIX   any sweep's runs -> PREFIX.md / .csv / .runs.jsonl
 """
 
 

@@ -1,6 +1,6 @@
 """Continual-learning config -> stream, model, plugins -> ``run_stream`` -> ``results.json`` + heatmap PNG.
 
-Shared by ``dacl continual`` and ``scripts/reproduce_continual.py``. As with DA runs, ``results.json`` is
+Used by ``dacl continual`` (and so by ``dacl reproduce`` for continual studies). As with DA runs, ``results.json`` is
 written atomically and only on success; a failure leaves ``failed.json`` (collectors skip it).
 """
 from __future__ import annotations

@@ -153,7 +153,7 @@ def archive_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], path: s
     """Write every run record behind a table to one JSON-lines file, committed beside the table.
 
     Run folders (``runs/``) are not versioned and do not outlive a machine; with this file a table can be
-    re-collected, audited, or extended with new runs later: ``collect.py <table>.runs.jsonl runs/<new>``.
+    re-collected, audited, or extended with new runs later: ``dacl collect <table>.runs.jsonl runs/<new>``.
     """
     lines = [json.dumps({**r, "status": "ok"}, sort_keys=True, default=str) for r in ok]
     lines += [json.dumps({**r, "status": "failed"}, sort_keys=True, default=str) for r in failed]
@@ -179,8 +179,8 @@ def sweep_command(commands: list[str | None], seeds: list[int], axes: dict[str, 
         elif distinct != [0] or key != "hparams_seed":  # an absent hparams_seed is the default 0
             cmd += f" {key}={joined}"
         multirun = multirun or len(distinct) > 1
+    cmd = re.sub(r"\s+hydra\.run\.dir=\S+", "", cmd)  # where one run was put never changes what it computes
     if multirun:
-        cmd = re.sub(r"\s+hydra\.run\.dir=\S+", "", cmd)  # one run's folder; a multirun names its own per run
         if not re.search(r"\bdacl (run|continual) -m ", cmd):
             cmd = re.sub(r"\bdacl (run|continual) ", r"dacl \1 -m ", cmd, count=1)
     return cmd
@@ -302,3 +302,38 @@ def write_tables(rows: list[dict[str, Any]], failed: list[dict[str, Any]], out_p
         md += "\n## Provenance\n\n" + "\n".join(f"- {k}: {v}" for k, v in provenance.items()) + "\n"
     atomic_write_text(out_prefix.with_suffix(".csv"), to_csv(rows))
     atomic_write_text(out_prefix.with_suffix(".md"), md)
+
+
+def select_variants(runs: list[dict[str, Any]], keep: str | None, drop: str | None) -> list[dict[str, Any]]:
+    """The runs whose variant is in ``keep`` (comma-separated, 'none' = no variant; None keeps all) and not in ``drop``."""
+    def name(r: dict[str, Any]) -> str:
+        return r.get("variant") or "none"
+    kept = [r for r in runs if keep is None or name(r) in keep.split(",")]
+    return [r for r in kept if drop is None or name(r) not in drop.split(",")]
+
+
+def collect_runs(roots: list[str], out: str | Path, title: str, notes: list[str], command: str,
+                 variants: str | None = None, drop_variants: str | None = None) -> Path:
+    """Any sweep's run folders (or run-record files) -> ``out``.md/.csv/.runs.jsonl: ``dacl collect``, for runs that
+    belong to no study. Committed tables are made by ``dacl reproduce <study>`` instead."""
+    from dacl.errors import ConfigError
+
+    try:
+        ok, failed = load_runs(roots)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if not ok and not failed:
+        raise ConfigError(f"no results.json or failed.json under {roots}; run the experiments first")
+    if variants or drop_variants:
+        ok, failed = select_variants(ok, variants, drop_variants), select_variants(failed, variants, drop_variants)
+        if not ok and not failed:
+            raise ConfigError(f"no run under {roots} has a variant in --variants {variants!r} (and outside "
+                              f"--drop-variants {drop_variants!r}); check the names (the `variant:` of the experiment)")
+    rows = aggregate(ok, failed=failed)
+    hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}"
+                       for r in ok})
+    provenance = {"commits": ", ".join(sorted({commit_label(r) for r in ok})), "hardware": "; ".join(hardware),
+                  "runs": len(ok), "failed runs": len(failed), "collected with": f"`{command}`"}
+    write_tables(rows, failed, out, title, notes, provenance)
+    archive_runs(ok, failed, Path(out).with_suffix(".runs.jsonl"))
+    return Path(out).with_suffix(".md")

@@ -1,10 +1,8 @@
 """``dacl continual`` end to end on the offline digits, the stream registry, and the Avalanche cross-check."""
 import csv
-import importlib.util
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dacl.registry import STREAMS
+from dacl.reporting import to_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -35,52 +34,23 @@ def test_continual_cli_writes_results_and_heatmap(tmp_path):
     assert (out / "accuracy_matrix.png").stat().st_size > 1000
 
 
-@pytest.mark.slow
-def test_reproduce_continual_resumes_from_the_committed_run_archive(tmp_path):
-    """A fresh clone has no run folders, only <table>.runs.jsonl: its cells are reused, not re-run."""
-    tag = f"pytest_archive_{os.getpid()}"
-    runs = tmp_path / "runs" / tag  # never the repository's runs/
-    cmd = [sys.executable, "scripts/reproduce_continual.py", "--streams", "split_mnist", "--scenarios", "class",
-           "--strategies", "naive", "--seeds", "0", "--jobs", "1", "--tag", tag, "--out", str(tmp_path),
-           "--runs", str(tmp_path / "runs"),
-           "stream.dataset=mnist_5k", "train.steps_per_task=20"]
-    try:
-        first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        assert first.returncode == 0, first.stderr[-2000:]
-        assert "ok split_mnist class naive seed0" in first.stdout
-        table = (tmp_path / "split_mnist.csv").read_text()
-        assert (tmp_path / "split_mnist.runs.jsonl").read_text().count("\n") == 1
-        shutil.rmtree(runs)
-        second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        assert second.returncode == 0, second.stderr[-2000:]
-        assert "split_mnist.runs.jsonl: split_mnist class naive seed0" in second.stdout and not runs.exists()
-        assert (tmp_path / "split_mnist.csv").read_text() == table
-        # a config change (here the iterations; in practice a corrected lambda) makes the archived cell stale
-        third = subprocess.run(cmd[:-1] + ["train.steps_per_task=21"], cwd=REPO, capture_output=True, text=True)
-        assert third.returncode == 0, third.stderr[-2000:]
-        assert "stale" in third.stdout and "train.steps_per_task: 20 -> 21" in third.stdout
-        assert "ok split_mnist class naive seed0" in third.stdout  # re-run, not reused
-        archive = [json.loads(line) for line in (tmp_path / "split_mnist.runs.jsonl").read_text().splitlines()]
-        assert [r["config"]["train"]["steps_per_task"] for r in archive] == [21]  # the stale record is gone
-    finally:
-        shutil.rmtree(runs, ignore_errors=True)
-
-
 def test_continual_table_shows_a_spread_only_where_there_are_seeds_to_spread():
     """One seed has no standard deviation: the table must not print a measured-looking '± 0.00'."""
-    spec = importlib.util.spec_from_file_location("reproduce_continual", REPO / "scripts" / "reproduce_continual.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from dacl.studies.spec import Study
+    from dacl.studies.tables import continual
+
     run = lambda method, seed, acc: {"stream": "s", "scenario": "class", "method": method, "seed": seed,  # noqa: E731
                                      "command": f"dacl continual strategy={method} seed={seed}",
+                                     "config": {"train": {}, "model": {}},
                                      "metrics": {"average_accuracy": acc, "bwt": -0.1, "forgetting": 0.1,
                                                  "images_per_second": 100.0}}
-    rows = mod.aggregate([run("ewc", 0, 0.30), run("ewc", 1, 0.40), run("lwf", 0, 0.16)], {})
-    md = mod.markdown(rows, [], "t", []).splitlines()
+    study = Study(name="t", title="t", table="t", kind="continual", command="continual")
+    markdown, rendered = continual(study, [run("ewc", 0, 0.30), run("ewc", 1, 0.40), run("lwf", 0, 0.16)], [], [], [])
+    md = markdown.splitlines()
     ewc, lwf = (next(line for line in md if line.startswith(f"| class-IL | {m} |")) for m in ("ewc", "lwf"))
     assert "35.00 ± 7.07" in ewc and "| 2 |" in ewc
     assert "| 16.00 |" in lwf and "±" not in lwf and "| 1 |" in lwf
-    csv_rows = list(csv.DictReader(io.StringIO(mod.to_csv([{k: r.get(k) for k in mod.COLUMNS} for r in rows]))))
+    csv_rows = list(csv.DictReader(io.StringIO(to_csv(rendered.rows))))
     assert [(r["method"], r["std"]) for r in csv_rows] == [("ewc", "7.07"), ("lwf", "")]
 
 

@@ -253,11 +253,11 @@ def test_collect_splits_a_shared_root_into_the_main_table_and_a_variants_own_tab
         _run(runs, "coral", seed, 0.77, 0.77)
         _run(runs, "coral", seed, 0.83, 0.83, variant="balanced")
         _run(runs, "dann", seed, 0.90, 0.90, variant="tllib_grl")
-    for path in runs.rglob("results.json"):  # what collect.py's provenance reads besides the metrics
+    for path in runs.rglob("results.json"):  # what the collector's provenance reads besides the metrics
         res = json.loads(path.read_text())
         path.write_text(json.dumps({**res, "hardware": {"device": "cpu", "cpu": "test"}, "train_images_per_second": 1.0,
                                     "commit": "abc", "dirty": False}))
-    collect = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "collect.py"), str(runs)]
+    collect = [sys.executable, "-m", "dacl", "collect", str(runs)]
 
     def rows(*opts: str) -> list[str]:
         out = tmp_path / "t"
@@ -270,4 +270,4 @@ def test_collect_splits_a_shared_root_into_the_main_table_and_a_variants_own_tab
     assert rows("--drop-variants", "balanced") == ["coral", "dann [tllib_grl]"]
     assert rows("--variants", "none,tllib_grl") == ["coral", "dann [tllib_grl]"]
     proc = subprocess.run([*collect, "--out", str(tmp_path / "x"), "--variants", "balancd"], capture_output=True, text=True)
-    assert proc.returncode != 0 and "check the names" in proc.stderr and not (tmp_path / "x.md").exists()
+    assert proc.returncode == 2 and "check the names" in proc.stderr and not (tmp_path / "x.md").exists()

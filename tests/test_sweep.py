@@ -64,12 +64,10 @@ def test_submitit_local_sweep_survives_a_failing_configuration(tmp_path):
     assert len(list((tmp_path / "sweep").rglob("results.json"))) == 2
     assert len(list((tmp_path / "sweep").rglob("failed.json"))) == 2
     out = tmp_path / "table"
-    notes = tmp_path / "notes.md"  # analysis bullets live in a file; only the ones tagged with the table's name enter it
-    notes.write_text("header line\n- [table] analysis of this table\n- [other] analysis of another table\n")
-    subprocess.run([sys.executable, str(repo / "scripts" / "collect.py"), str(tmp_path / "sweep"), "--out", str(out),
-                    "--notes-file", str(notes)], check=True, capture_output=True, text=True)
+    subprocess.run([sys.executable, "-m", "dacl", "collect", str(tmp_path / "sweep"), "--out", str(out),
+                    "--note", "analysis of this table"], check=True, capture_output=True, text=True, cwd=repo)
     md = out.with_suffix(".md").read_text()
-    assert "- analysis of this table" in md and "another table" not in md and "header line" not in md
+    assert "- analysis of this table" in md
     failing = [line for line in md.splitlines() if "trainer.batch_size=100000" in line and line.startswith("|")]
     assert len(failing) == 2 and all("| failed |" in line for line in failing), md
     ok_rows = [line for line in md.splitlines() if "trainer.batch_size=16" in line and line.startswith("|")]

@@ -1,0 +1,180 @@
+"""Per-kind renderers: a study's matched run records -> ``<out>.md`` and ``<out>.csv``, and a one-line headline
+for the results index. One aggregation per kind, registered by decorator; the study file picks it by ``kind``."""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from dacl.engine.results import atomic_write_text
+from dacl.reporting import (COLUMNS, _fmt, aggregate, commit_label, format_mean_std, mean_std, processes,
+                            sweep_command, to_csv, to_markdown)
+from dacl.studies.spec import Study
+
+
+@dataclass
+class Rendered:
+    rows: list[dict[str, Any]]  # the CSV rows
+    headline: str               # one line for paper_results/README.md
+
+
+Renderer = Callable[[Study, list[dict[str, Any]], list[dict[str, Any]], list[str], list[str]], tuple[str, Rendered]]
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renderer(kind: str) -> Callable[[Renderer], Renderer]:
+    def add(fn: Renderer) -> Renderer:
+        RENDERERS[kind] = fn
+        return fn
+    return add
+
+
+def render(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], out: Path | None,
+           notes: list[str], provenance: list[str]) -> Rendered:
+    """Write ``out``.md/.csv for ``study`` from its records (nothing when ``out`` is None: the headline alone);
+    the Markdown ends with notes and provenance."""
+    markdown, rendered = RENDERERS[study.kind](study, ok, failed, notes, provenance)
+    if out is None:
+        return rendered
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out.with_suffix(".csv"), to_csv(rendered.rows))
+    atomic_write_text(out.with_suffix(".md"), markdown)
+    return rendered
+
+
+def _tail(notes: list[str], provenance: list[str]) -> str:
+    text = ("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes)) if notes else ""
+    return text + "\n## Provenance\n\n" + "".join(f"- {p}\n" for p in provenance)
+
+
+def _best(rows: list[dict[str, Any]], selection: str) -> str:
+    """'dann 81.20 (source_only 77.28)' under ``selection``: the top mean, against source-only where present."""
+    chosen = [r for r in rows if r["selection"] == selection and not math.isnan(r["mean"])]
+    if not chosen:
+        return "no finished run yet"
+    top = max(chosen, key=lambda r: r["mean"])
+    base = next((r for r in chosen if r["method"] == "source_only"), None)
+    ref = f" (source_only {base['mean']:.2f})" if base is not None and base is not top else ""
+    return f"best under {selection}: {top['method']} {top['mean']:.2f}{ref}"
+
+
+def _throughput(ok: list[dict[str, Any]]) -> str:
+    ips: dict[str, list[float]] = defaultdict(list)
+    for r in ok:
+        procs = processes(r)
+        ips[r["method"] + (f" ({procs} processes)" if procs > 1 else "")].append(r["train_images_per_second"])
+    return ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in sorted(ips.items()))
+
+
+@renderer("domain_adaptation")
+def domain_adaptation(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                      provenance: list[str]) -> tuple[str, Rendered]:
+    """Target accuracy per method under every selection protocol (DomainBed-style columns)."""
+    rows = aggregate(ok, study.paper_lookup(), failed=failed)
+    if ok:
+        provenance = [*provenance, f"training throughput (img/s, mean over runs): {_throughput(ok)}"]
+    markdown = to_markdown(rows, failed, study.title, []).rstrip("\n") + "\n" + _tail(notes, provenance)
+    selection = "source_val" if any(r["selection"] == "source_val" for r in rows) else "last"
+    return markdown, Rendered(rows, _best(rows, selection))
+
+
+SCENARIOS = ("task", "domain", "class")
+
+
+@renderer("continual")
+def continual(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+              provenance: list[str]) -> tuple[str, Rendered]:
+    """Average accuracy after the last task, BWT, forgetting and throughput per scenario x strategy."""
+    paper = study.paper_lookup()
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        groups[(r["stream"], r["scenario"], r["method"])].append(r)
+    order = {s: i for i, s in enumerate(SCENARIOS)}
+    rows = []
+    for (stream, scenario, method), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]], kv[0][2])):
+        row: dict[str, Any] = {"benchmark": stream, "task": scenario, "method": method, "selection": "final",
+                               "metric": "average_acc", "n_seeds": len(runs),
+                               "paper_value": paper.get(stream, {}).get(scenario, {}).get(method),
+                               "command": sweep_command([r.get("command") for r in runs], [r["seed"] for r in runs])}
+        for key, scale in (("average_accuracy", 100), ("bwt", 100), ("forgetting", 100), ("images_per_second", 1)):
+            vals = [scale * r["metrics"][key] for r in runs if key in r["metrics"]]
+            row[key] = mean_std(vals) if vals else None
+        row["mean"], row["std"] = row["average_accuracy"]
+        rows.append(row)
+    pm = lambda v: "" if v is None else format_mean_std(*v)  # noqa: E731
+    lines = [f"# {study.title}", "", "Average test accuracy (%) over all tasks after the last task (mean ± std over "
+             "seeds; a cell with one seed shows its value alone), backward transfer and average forgetting (percentage "
+             "points), training throughput (stream images/s). The final model is evaluated: no selection, no test "
+             "labels used.", "", "| scenario | method | avg acc | paper | BWT | forgetting | images/s | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ips = "" if r["images_per_second"] is None else f"{r['images_per_second'][0]:.0f}"
+        lines.append(f"| {r['task']}-IL | {r['method']} | {pm(r['average_accuracy'])} | {_fmt(r['paper_value'])} | "
+                     f"{pm(r['bwt'])} | {pm(r['forgetting'])} | {ips} | {r['n_seeds']} |")
+    lines += ["", "## Commands", ""] + [f"- {r['task']}-IL {r['method']}: `{r['command']}`" for r in rows]
+    if failed:
+        lines += ["", "## Failed runs (not averaged)", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    best = {s: max((r for r in rows if r["task"] == s), key=lambda r: r["mean"], default=None) for s in SCENARIOS}
+    headline = "; ".join(f"{s}-IL best {r['method']} {r['mean']:.2f}" for s, r in best.items() if r)
+    if ok:  # what the runs trained with, read from their records
+        notes = [f"Protocol: {json.dumps(ok[0]['config'].get('train'))}; model {ok[0]['config'].get('model')}.", *notes]
+    csv_rows = [{k: r.get(k) for k in COLUMNS} for r in rows]
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(csv_rows, headline or "no finished run yet")
+
+
+@renderer("validator_study")
+def validator_study(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                    provenance: list[str]) -> tuple[str, Rendered]:
+    """How well each label-free validator ranks checkpoints and selects models (dacl.analysis.validator_study)."""
+    from dacl.analysis.validator_study import study as validator_scores
+
+    runs = [r for r in ok if r.get("history")]
+    s = validator_scores(runs)
+    methods = s["methods"]
+    trials: dict[str, set[Any]] = defaultdict(set)
+    for r in runs:
+        trials[r["method"]].add(r.get("hparams_seed", 0))
+    cmd = sweep_command([runs[0].get("command")], [r["seed"] for r in runs],
+                        {"method": [r["method"] for r in runs], "hparams_seed": [r.get("hparams_seed", 0) for r in runs]})
+    f = lambda v, scale=1.0: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{scale * v:.2f}"  # noqa: E731
+    lines = [f"# {study.title}", "",
+             f"{s['n_runs']} runs ({', '.join(f'{m} x{len(trials[m])} trials' for m in methods)}), "
+             f"{s['n_checkpoints']} evaluated checkpoints. Spearman: rank correlation between the validator's score and "
+             "target test accuracy, pooled over every checkpoint of every run, and averaged within runs. Selected: "
+             "target accuracy (%) of the checkpoint the validator scores best among all checkpoints of all trials of a "
+             "method (DomainBed-style selection); the oracle reads target labels and is the ceiling, not a protocol.", "",
+             "| validator | Spearman (pooled) | Spearman (within run) | " + " | ".join(methods) + " | mean | gap to oracle |",
+             "|---|---|---|" + "---|" * (len(methods) + 2)]
+    rows = []
+    bench, task = runs[0]["benchmark"], runs[0]["task"]
+    for v, d in s["validators"].items():
+        lines.append(f"| {v} | {f(d['spearman_pooled'])} | {f(d['spearman_within_run'])} | "
+                     + " | ".join(f(d["selected_acc"][m], 100) for m in methods)
+                     + f" | {f(d['mean_selected_acc'], 100)} | {f(d['gap_to_oracle'], 100)} |")
+        base = {"benchmark": bench, "task": task, "selection": v, "std": None, "n_seeds": len(runs), "command": cmd}
+        rows.append({**base, "method": "all", "metric": "spearman_pooled", "mean": d["spearman_pooled"]})
+        rows.append({**base, "method": "all", "metric": "spearman_within_run", "mean": d["spearman_within_run"]})
+        rows += [{**base, "method": m, "metric": "target_acc_selected", "mean": 100 * d["selected_acc"][m]}
+                 for m in methods]
+    lines += ["", "## Command", "", f"- sweep: `{cmd}`"]
+    label_free = {v: d for v, d in s["validators"].items() if v not in ("oracle", "source_val")}
+    top = max(label_free, key=lambda v: label_free[v]["mean_selected_acc"], default=None)
+    headline = (f"{top} selects {100 * label_free[top]['mean_selected_acc']:.2f} on average (oracle "
+                f"{100 * s['validators']['oracle']['mean_selected_acc']:.2f})" if top else "no validator scores")
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
+
+
+def hardware_summary(ok: list[dict[str, Any]]) -> str:
+    """'N runs on <device / cpu / threads>' per distinct machine, most runs first."""
+    def label(r: dict[str, Any]) -> str:
+        hw = r.get("hardware") or {}
+        return f"{hw.get('device')} / {hw.get('gpu') or hw.get('cpu')} / {hw.get('torch_threads')} thread(s)"
+    counts = Counter(label(r) for r in ok)
+    return "; ".join(f"{n} runs on {h}" for h, n in counts.most_common())
+
+
+def commits_summary(ok: list[dict[str, Any]]) -> str:
+    return ", ".join(sorted({commit_label(r) for r in ok}))

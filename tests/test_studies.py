@@ -1,0 +1,159 @@
+"""Studies as data: every committed study loads and composes, `--collect-only` re-makes the committed tables'
+numbers from their run records, and `dacl reproduce` runs only what an archive lacks (chunked sweeps)."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dacl.errors import ConfigError
+from dacl.studies import spec
+from dacl.studies.reproduce import Options, archive_path, reproduce
+from dacl.studies.spec import REPO, all_studies, load_study
+from dacl.studies.store import compose_point, plan, read_archive
+
+NUMERIC = ("benchmark", "task", "method", "selection", "metric", "mean", "std", "n_seeds", "paper_value", "n_failed")
+
+
+def _numbers(path: Path) -> list[tuple[str, ...]]:
+    """A table's CSV without its command column: what must not change when a table is re-made."""
+    with open(path) as f:
+        return sorted(tuple(row.get(k, "") for k in NUMERIC) for row in csv.DictReader(f))
+
+
+def test_every_study_loads_and_its_grid_composes():
+    studies = all_studies()
+    assert len(studies) >= 20
+    for s in studies:
+        if s.kind == "script":
+            assert s.script and s.script.split()[0] == "python", s.name
+            continue
+        grid = s.points() if not s.runs_of else load_study(s.runs_of).points()
+        assert grid, s.name
+        for entry in s.grid:  # the first point of every grid entry composes against today's configs
+            first = tuple(f"{k}={v[0] if isinstance(v, list) else v}" for k, v in entry.items() if k != "processes")
+            compose_point(s.command, first)
+
+
+def test_a_study_file_mistake_is_one_config_error(tmp_path):
+    (tmp_path / "bad.yaml").write_text("title: t\ntable: x\nkind: domain_adaptation\ngrid: [{method: dann}]\n"
+                                       "paper: [{benchmark: b, method: dann, value: 1, source: s, protocol: same}]\n")
+    with pytest.raises(ConfigError, match="matches.*differs"):
+        load_study("bad", tmp_path)
+    with pytest.raises(ConfigError, match="unknown study 'digits_mnist_usp'.*digits_mnist_usps"):
+        load_study("digits_mnist_usp")
+
+
+@pytest.mark.parametrize("name", ["digits_mnist_usps_deepjdot_authors", "continual_permuted_mnist"])
+def test_collect_only_remakes_the_committed_numbers(name, tmp_path):
+    study = load_study(name)
+    reproduce(name, Options(collect_only=True, out=tmp_path, echo=lambda _: None))
+    made = tmp_path / f"{Path(study.table).name}.csv"
+    assert _numbers(made) == _numbers(REPO / f"{study.table}.csv")
+    assert (tmp_path / f"{Path(study.table).name}.runs.jsonl").read_text() == archive_path(study).read_text()
+
+
+@pytest.mark.slow
+def test_collect_only_remakes_every_archived_table(tmp_path):
+    checked = 0
+    for s in all_studies():
+        if s.kind == "script" or not archive_path(s).is_file():
+            continue
+        reproduce(s.name, Options(collect_only=True, out=tmp_path / s.name, echo=lambda _: None))
+        made = tmp_path / s.name / f"{Path(s.table).name}.csv"
+        assert _numbers(made) == _numbers(REPO / f"{s.table}.csv"), s.name
+        checked += 1
+    assert checked >= 10
+
+
+def _tiny_study(folder: Path, lr: float = 0.01) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / "tiny.yaml").write_text(f"""
+title: "tiny source-only vs DANN"
+table: {folder / 'tables' / 'tiny'}
+kind: domain_adaptation
+grid:
+  - benchmark: digits_offline
+    method: [source_only, dann]
+    seed: [0]
+    trainer.max_steps: 6
+    trainer.eval_every: 3
+    trainer.lr: {lr}
+runtime: [trainer.threads=1, trainer.progress=false]
+paper:
+  - {{benchmark: digits_offline, method: dann, value: 50.0, source: "a made-up reference", protocol: "differs: test"}}
+""")
+
+
+def test_reproduce_runs_only_what_the_archive_lacks(tmp_path, monkeypatch):
+    studies = tmp_path / "studies"
+    _tiny_study(studies)
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    opts = Options(runs=tmp_path / "runs", jobs=2, echo=lambda _: None)
+    table = reproduce("tiny", opts)
+    archive = read_archive(studies / "tables" / "tiny.runs.jsonl")
+    assert sorted(r["method"] for r in archive) == ["dann", "source_only"] and all(r["status"] == "ok" for r in archive)
+    text = table.read_text()
+    assert "| mnist_5k->uci_digits | dann |" in text and "a made-up reference" in text and "made by: `dacl reproduce tiny`" in text
+
+    # a later chunk continues: with one record gone, only that run is trained again
+    (studies / "tables" / "tiny.runs.jsonl").write_text(json.dumps(archive[0]) + "\n")
+    for folder in list((tmp_path / "runs").rglob("results.json")):
+        folder.parent.rename(folder.parent.with_name(folder.parent.name + "_gone"))
+    launched: list[str] = []
+    reproduce("tiny", Options(runs=tmp_path / "runs", echo=launched.append))
+    assert sum(line.startswith("[") for line in launched) == 1
+    assert len(read_archive(studies / "tables" / "tiny.runs.jsonl")) == 2
+
+    # a changed recipe makes the archived runs stale: they leave the table, and are re-run
+    _tiny_study(studies, lr=0.05)
+    grid = plan("run", load_study("tiny").points(), read_archive(studies / "tables" / "tiny.runs.jsonl"))
+    assert len(grid.missing) == 2 and len(grid.stale) == 2 and "trainer.lr: 0.01 -> 0.05" in grid.stale[0][1]
+    reproduce("tiny", Options(runs=tmp_path / "runs", collect_only=True, echo=lambda _: None))
+    text = table.read_text()
+    assert "2 of 2 runs of the grid have no record yet" in text and "2 archived runs are not shown" in text
+    assert "| dann |" not in text
+
+
+def test_reproduce_cli_list_and_errors():
+    out = subprocess.run([sys.executable, "-m", "dacl", "reproduce", "--list"], capture_output=True, text=True)
+    assert out.returncode == 0 and "continual_split_mnist" in out.stdout and "paper_results/digits/mnist_usps.md" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "dacl", "reproduce", "digits_mnist_usp"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "did you mean 'digits_mnist_usps'" in bad.stderr.lower()
+    result = subprocess.run([sys.executable, "-m", "dacl", "reproduce", "digits_mnist_usps", "--collect-only",
+                             "trainer.lr=0.1"], capture_output=True, text=True)
+    assert result.returncode == 2 and "could change a result" in result.stderr
+
+
+def test_a_continual_study_runs_and_continues(tmp_path, monkeypatch):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "cl.yaml").write_text(f"""
+title: "tiny split MNIST"
+table: {tmp_path / 'tables' / 'cl'}
+kind: continual
+command: continual
+grid:
+  - stream: split_mnist
+    stream.dataset: mnist_5k
+    scenario: class
+    strategy: [naive, replay]
+    seed: [0]
+    train.steps_per_task: 10
+runtime: [threads=1]
+paper:
+  - {{benchmark: split_mnist, task: class, method: naive, value: 19.9, source: "van de Ven & Tolias 2019", protocol: "differs: 10 steps"}}
+""")
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    lines: list[str] = []
+    table = reproduce("cl", Options(runs=tmp_path / "runs", echo=lines.append))
+    assert sum(line.startswith("[") for line in lines) == 2
+    text = table.read_text()
+    assert "| class-IL | naive |" in text and "| class-IL | replay |" in text and "| 19.90 |" in text
+    lines.clear()
+    reproduce("cl", Options(runs=tmp_path / "runs", echo=lines.append))
+    assert not any(line.startswith("[") for line in lines)  # everything is in the archive: nothing runs again
