@@ -227,7 +227,7 @@ def reproduce_all(opts: Options) -> list[str]:
 def headline_of(study: Study) -> str:
     """The committed table's headline, re-computed from its committed records (script tables: their title)."""
     if study.kind == "script":
-        return f"{study.description} (made by `{study.script}`)"
+        return study.description
     grid = plan(study.command, _grid(study, Options()), read_archive(archive_path(study)))
     if all(p.record is None for p in grid.points):
         return (f"no run records yet: the committed table predates them; `dacl reproduce {study.name}` runs its "
