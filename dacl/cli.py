@@ -51,7 +51,12 @@ def check_overrides(overrides: list[str]) -> None:
         available = sorted({p.stem for d in dirs for p in (d / key).glob("*.yaml")})
         for choice in filter(None, value.split(",")):
             if choice not in available:
-                _fail(f"unknown {key} '{choice}'.{did_you_mean(choice, available)} Available: {', '.join(available)} "
+                elsewhere = [g for g in CONFIG_GROUPS if g != key and any((d / g / f"{choice}.yaml").is_file() for d in dirs)]
+                hint = did_you_mean(choice, available)
+                if elsewhere:
+                    example = f"dacl run {elsewhere[0]}={choice}" + (" stream=split_mnist" if elsewhere[0] == "strategy" else "")
+                    hint = f" '{choice}' is a {elsewhere[0]} option: `{example}`."
+                _fail(f"unknown {key} '{choice}'.{hint} Available: {', '.join(available)} "
                       f"(add configs/{key}/{choice}.yaml, or ship it in a package's dacl.configs entry point)")
 
 
@@ -59,7 +64,7 @@ def check_overrides(overrides: list[str]) -> None:
 COMMAND_GROUPS = {"config": {"method", "benchmark", "model", "trainer", "experiment"},
                   "continual": {"stream", "strategy"}}
 COMMAND_OF = {"config": "run", "continual": "continual"}  # config file -> the dacl command that composes it
-REDIRECT = {"config": "continual strategies run with `dacl continual stream=... strategy=...`",
+REDIRECT = {"config": "continual strategies run with `dacl run stream=... strategy=...`",
             "continual": "DA, TTA and fine-tuning methods run with `dacl run method=... benchmark=...`"}
 
 
@@ -170,6 +175,12 @@ def _hydra_command(name: str, config_name: str, args: list[str], run: Callable[.
 
 
 def cmd_run(args: list[str]) -> None:
+    """Any registered method: DA, TTA and fine-tuning through configs/config.yaml; a continual strategy (an override
+    of the ``stream`` or ``strategy`` group) composes configs/continual.yaml, with the same ``trainer.*`` section."""
+    if any(a.lstrip("+~").partition("=")[0] in COMMAND_GROUPS["continual"] for a in args):
+        cmd_continual(args, name="run")
+        return
+
     def run(*a, **kw):
         from dacl.experiment import run_experiment
 
@@ -188,7 +199,7 @@ def cmd_run(args: list[str]) -> None:
     _hydra_command("run", "config", args, run, summary)
 
 
-def cmd_continual(args: list[str]) -> None:
+def cmd_continual(args: list[str], name: str = "continual") -> None:
     """A continual-learning run (configs/continual.yaml): stream x scenario x strategy -> accuracy matrix."""
     def run(*a, **kw):
         from dacl.experiment_continual import run_continual
@@ -201,7 +212,7 @@ def cmd_continual(args: list[str]) -> None:
         return (f"{res['stream']} {res['scenario']}-IL {res['method']} seed={res['seed']}: average acc "
                 f"{m['average_accuracy']:.4f}{extra} [{m['images_per_second']:.0f} img/s]")
 
-    _hydra_command("continual", "continual", args, run, summary)
+    _hydra_command(name, "continual", args, run, summary)
 
 
 def cmd_list(args: list[str]) -> None:
@@ -291,9 +302,9 @@ USAGE = """usage: dacl <command> [args]
 
 commands:
   run   [hydra overrides]   train one configuration, e.g. dacl run method=dann benchmark=mnist_usps data_root=../shared/data
-                            (add -m for multirun sweeps: dacl run -m seed=0,1,2 method=source_only,dann)
-  continual [overrides]     a continual-learning stream, e.g. dacl continual stream=split_mnist scenario=class
-                            strategy=replay data_root=../shared/data   (strategies: configs/strategy/*.yaml)
+                            (add -m for multirun sweeps: dacl run -m seed=0,1,2 method=source_only,dann);
+                            a continual stream: dacl run stream=split_mnist scenario=class strategy=replay
+                            (strategies: configs/strategy/*.yaml; `dacl continual` is the same command)
   list                      print registered methods, plugins, benchmarks, datasets, backbones, validators, ...
   demo  [hydra overrides]   offline source-only vs DANN on the package-shipped digits; prints a table
   reproduce <study>         run what a committed table lacks and re-make it (configs/study/*.yaml);

@@ -32,8 +32,9 @@ PROTOCOL_NOTE = ("accuracy_matrix[i][j]: accuracy on task j's test set after tra
 
 # Top-level keys of configs/continual.yaml: anything else (a `+plugins=...` meant for `dacl run`) is an error, not a
 # silently ignored setting.
-CONTINUAL_KEYS = frozenset({"stream", "strategy", "scenario", "seed", "data_root", "download", "device", "threads",
-                            "model", "train", "tag"})
+CONTINUAL_KEYS = frozenset({"stream", "strategy", "scenario", "seed", "data_root", "download", "model", "trainer",
+                            "tag"})
+RUNTIME_TRAINER_KEYS = ("device", "threads")  # trainer.* options of the process, not of the loop
 
 
 def build_stream(plain: Mapping[str, Any], device: torch.device):
@@ -88,7 +89,7 @@ def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, comm
     As for ``dacl run``, config and data mistakes leave the folder untouched."""
     run_dir = Path(run_dir)
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    dist, device_name = distributed.from_env(str(plain.get("device", "auto")))  # torchrun: join the group
+    dist, device_name = distributed.from_env(str((plain.get("trainer") or {}).get("device", "auto")))  # torchrun: join the group
     provenance = {**git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     started = time.time()
     seed = int(plain["seed"])
@@ -96,13 +97,14 @@ def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, comm
 
     def prepare() -> dict[str, Any]:
         check_keys(plain, CONTINUAL_KEYS, "dacl continual", " (plugins go in strategy.plugins or a configs/strategy file)")
-        train = dict(plain["train"])
+        train = {k: v for k, v in plain["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}
         unknown = set(train) - set(ContinualConfig.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"unknown train option(s) {sorted(unknown)}; valid: {sorted(ContinualConfig.__dataclass_fields__)}")
+            raise ConfigError(f"unknown trainer option(s) {sorted(unknown)} for a continual run; valid: "
+                              f"{sorted([*ContinualConfig.__dataclass_fields__, *RUNTIME_TRAINER_KEYS])}")
         ccfg = ContinualConfig(scenario=plain["scenario"], joint=bool(plain["strategy"].get("joint")), **train)
-        if plain.get("threads"):
-            torch.set_num_threads(int(plain["threads"]))
+        if plain["trainer"].get("threads"):
+            torch.set_num_threads(int(plain["trainer"]["threads"]))
         device = resolve_device(device_name)
         stream = build_stream(plain, device)
         seed_everything(seed)
@@ -133,7 +135,7 @@ def run_continual(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, comm
             "per_task_seconds": metrics["per_task_seconds"],
         }
 
-    return run_in_folder(run_dir, main=dist.is_main, resume=bool((plain.get("train") or {}).get("resume")),
+    return run_in_folder(run_dir, main=dist.is_main, resume=bool((plain.get("trainer") or {}).get("resume")),
                          prepare=prepare, execute=execute,
                          record={"config": plain, "command": command, "rank": dist.rank, **provenance},
                          keep_setup_failures=keep_setup_failures)

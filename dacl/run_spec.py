@@ -16,8 +16,8 @@ RUNTIME_KEYS: dict[str, frozenset[str]] = {
     "run": frozenset({"data_root", "download", "tag", "trainer.threads", "trainer.progress", "trainer.resume",
                       "trainer.device", "trainer.tensorboard", "trainer.log_every", "trainer.ckpt_every",
                       "trainer.save_model"}),
-    "continual": frozenset({"data_root", "download", "tag", "device", "threads", "train.resume", "train.ckpt_every",
-                            "train.log_every"}),
+    "continual": frozenset({"data_root", "download", "tag", "trainer.device", "trainer.threads", "trainer.resume",
+                            "trainer.ckpt_every", "trainer.log_every"}),
 }
 
 # Keys that change a result: whole sections (every key below them), and the loop's own options one by one, so a new
@@ -31,7 +31,7 @@ RESULT_OPTIONS: dict[str, frozenset[str]] = {
         "max_steps", "batch_size", "target_batch_size", "optimizer", "lr", "weight_decay", "momentum", "nesterov",
         "schedule", "schedule_kwargs", "grad_clip", "eval_every", "eval_batch_size", "amp", "validators",
         "channels_last", "reset_optimizer")),
-    "continual": frozenset(f"train.{k}" for k in (
+    "continual": frozenset(f"trainer.{k}" for k in (
         "steps_per_task", "epochs_per_task", "batch_size", "optimizer", "lr", "weight_decay", "reset_optimizer",
         "mask_unseen_classes", "eval_batch_size", "amp", "grad_clip")),
 }
@@ -77,3 +77,16 @@ def leaf_keys(config: Any, prefix: str = "") -> list[str]:
     if isinstance(config, Mapping) and config:
         return [k for name, v in config.items() for k in leaf_keys(v, f"{prefix}{name}.")]
     return [prefix.rstrip(".")] if prefix else []
+
+
+def migrate_legacy(config: Mapping[str, Any], kind: str = "run") -> dict[str, Any]:
+    """A recorded config in today's key names: continual runs recorded their loop options under ``train`` and
+    the process's under top-level ``threads`` / ``device`` until they moved to ``trainer.*``, as for ``dacl run``."""
+    out = dict(config)
+    if kind == "continual" and "train" in out and "trainer" not in out:
+        trainer = dict(out.pop("train"))
+        for key in ("threads", "device"):
+            if key in out:
+                trainer[key] = out.pop(key)
+        out["trainer"] = trainer
+    return out

@@ -112,6 +112,19 @@ def test_test_time_methods_run_through_dacl_run(tmp_path):
 def test_misspelt_keys_and_the_other_commands_groups_are_one_line(tmp_path):
     line = _one_line_error(dacl("run", "trainer.lrr=0.1", cwd=tmp_path))
     assert "unknown option 'trainer.lrr'. Did you mean 'trainer.lr'?" in line and "dacl run --cfg job" in line
-    assert "dacl continual stream=... strategy=..." in _one_line_error(dacl("run", "strategy=replay", cwd=tmp_path))
+    assert "'ewc' is a strategy option: `dacl run strategy=ewc stream=split_mnist`" in _one_line_error(
+        dacl("run", "method=ewc", cwd=tmp_path))
     assert "dacl run method=..." in _one_line_error(dacl("continual", "method=dann", cwd=tmp_path))
     assert not (tmp_path / "runs").exists()
+
+
+def test_dacl_run_trains_a_continual_strategy_with_the_trainer_section(tmp_path):
+    """One command for every kind of method: a strategy override composes the continual config, whose loop options
+    live under trainer.* as a DA run's do."""
+    proc = dacl("run", "stream=split_mnist", "stream.dataset=mnist_5k", "strategy=replay", "trainer.steps_per_task=5",
+                "trainer.threads=1", f"hydra.run.dir={tmp_path / 'cl'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / "cl" / "results.json").read_text())
+    assert res["kind"] == "continual" and res["status"] == "ok" and res["command"].startswith("dacl run stream=")
+    assert res["config"]["trainer"]["steps_per_task"] == 5 and "train" not in res["config"]
+    assert len(res["metrics"]["accuracy_matrix"]) == 5

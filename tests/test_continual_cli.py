@@ -23,7 +23,7 @@ def _cli(*args, cwd=REPO):
 def test_continual_cli_writes_results_and_heatmap(tmp_path):
     out = tmp_path / "run"
     proc = _cli("stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=replay",
-                "train.steps_per_task=40", f"hydra.run.dir={out}")
+                "trainer.steps_per_task=40", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     m = res["metrics"]
@@ -143,14 +143,14 @@ def test_compare_avalanche_applies_one_optimizer_state_policy_to_both_frameworks
 
 @pytest.mark.slow
 def test_a_continual_run_killed_with_sigkill_resumes_to_the_same_matrix_bitwise(tmp_path):
-    """`kill -9` mid-stream, then train.resume=true: the final accuracy matrix equals an uninterrupted run's."""
+    """`kill -9` mid-stream, then trainer.resume=true: the final accuracy matrix equals an uninterrupted run's."""
     import signal
     import time
 
     import torch
 
     args = ["stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=replay",
-            "train.steps_per_task=200", "train.ckpt_every=50", "threads=1"]
+            "trainer.steps_per_task=200", "trainer.ckpt_every=50", "trainer.threads=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = subprocess.run([sys.executable, "-m", "dacl", "continual", *args, f"hydra.run.dir={tmp_path / 'full'}"],
                           cwd=tmp_path, capture_output=True, text=True, env=env)
@@ -167,7 +167,7 @@ def test_a_continual_run_killed_with_sigkill_resumes_to_the_same_matrix_bitwise(
     assert alive, "the run finished before its first checkpoint; it must be killed mid-stream"
     step = torch.load(killed_dir / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < step < 1000 and not (killed_dir / "results.json").exists()
-    resumed = subprocess.run([sys.executable, "-m", "dacl", "continual", *args, "train.resume=true",
+    resumed = subprocess.run([sys.executable, "-m", "dacl", "continual", *args, "trainer.resume=true",
                               f"hydra.run.dir={killed_dir}"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "full" / "results.json").read_text())["metrics"]
@@ -182,7 +182,7 @@ def test_continual_rejects_settings_it_would_ignore_and_keeps_short_runs_apart(t
     assert proc.returncode == 2 and "dacl: error: unknown dacl continual option(s) ['plugins']" in proc.stderr
     assert "strategy.plugins" in proc.stderr and not (tmp_path / "results.json").exists()
     proc = _cli("stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=naive", "tag=t",
-                "train.steps_per_task=5", cwd=tmp_path)
+                "trainer.steps_per_task=5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = [p.relative_to(tmp_path / "runs" / "t").parent.as_posix() for p in tmp_path.rglob("results.json")]
-    assert found == ["split_mnist/class/naive/stream.dataset=mnist_5k,train.steps_per_task=5/seed0"]
+    assert found == ["split_mnist/class/naive/stream.dataset=mnist_5k,trainer.steps_per_task=5/seed0"]

@@ -79,7 +79,7 @@ def test_two_process_dann_tracks_one_process(tmp_path):
 
 def test_replay_buffers_stay_identical_across_processes(tmp_path):
     args = ("stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=replay",
-            "train.steps_per_task=15", "threads=1")
+            "trainer.steps_per_task=15", "trainer.threads=1")
     results = []
     for nproc in (1, 2):
         out = tmp_path / f"cl{nproc}"

@@ -50,7 +50,7 @@ def test_an_installed_package_runs_its_own_method_and_plugin_with_its_own_config
     assert all(v > 0 for v in _column(tmp_path / "da" / "train_log.csv", "loss/mcc"))
 
     cl = _dacl("continual", "stream=split_mnist", "stream.dataset=mnist_5k", "scenario=class", "strategy=l2_anchor",
-               "train.steps_per_task=10", "train.log_every=5", f"hydra.run.dir={tmp_path / 'cl'}", cwd=tmp_path,
+               "trainer.steps_per_task=10", "trainer.log_every=5", f"hydra.run.dir={tmp_path / 'cl'}", cwd=tmp_path,
                site=site)
     assert cl.returncode == 0, cl.stderr[-3000:]
     anchor = _column(tmp_path / "cl" / "train_log.csv", "loss/l2_anchor")

@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 
 from dacl.engine.continual import ContinualConfig
 from dacl.engine.trainer import RUNTIME_OPTIONS, TrainerConfig
-from dacl.run_spec import (FOLDER_KEYS, RESULT_OPTIONS, RUNTIME_KEYS, classify, leaf_keys, non_result_overrides,
-                           result_config)
+from dacl.experiment_continual import RUNTIME_TRAINER_KEYS
+from dacl.run_spec import (FOLDER_KEYS, RESULT_OPTIONS, RUNTIME_KEYS, classify, leaf_keys, migrate_legacy,
+                           non_result_overrides, result_config)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -42,12 +43,13 @@ def test_every_key_of_every_dacl_continual_config_is_classified():
     assert not unclassified, f"classify these keys in dacl/run_spec.py (result or runtime): {unclassified}"
 
 
-@pytest.mark.parametrize("config_cls, kind, prefix, elsewhere", [
-    (TrainerConfig, "run", "trainer.", set()),
-    (ContinualConfig, "continual", "train.", {"scenario", "joint"}),  # from the top level and the strategy file
+@pytest.mark.parametrize("config_cls, kind, prefix, elsewhere, process", [
+    (TrainerConfig, "run", "trainer.", set(), set()),
+    # scenario and joint come from the top level and the strategy file; device and threads are the process's
+    (ContinualConfig, "continual", "trainer.", {"scenario", "joint"}, set(RUNTIME_TRAINER_KEYS)),
 ])
-def test_every_loop_option_is_classified(config_cls, kind, prefix, elsewhere):
-    fields = {f.name for f in dataclasses.fields(config_cls)} - elsewhere
+def test_every_loop_option_is_classified(config_cls, kind, prefix, elsewhere, process):
+    fields = {f.name for f in dataclasses.fields(config_cls)} - elsewhere | process
     classified = {k[len(prefix):] for k in RESULT_OPTIONS[kind] | RUNTIME_KEYS[kind] if k.startswith(prefix)}
     assert fields == classified, f"unclassified: {fields - classified}; stale: {classified - fields}"
     assert not RESULT_OPTIONS[kind] & RUNTIME_KEYS[kind]
@@ -66,10 +68,22 @@ def test_runtime_options_come_from_the_one_classification():
 
 
 def test_a_run_recorded_before_a_runtime_option_existed_is_the_same_configuration():
-    old = {"stream": {"name": "split_mnist"}, "train": {"lr": 0.001, "steps_per_task": 10}, "threads": 1}
-    new = {"stream": {"name": "split_mnist"}, "train": {"lr": 0.001, "steps_per_task": 10, "resume": True,
-                                                        "ckpt_every": 50, "log_every": 5}, "threads": 2}
+    old = {"stream": {"name": "split_mnist"}, "trainer": {"lr": 0.001, "steps_per_task": 10, "threads": 1}}
+    new = {"stream": {"name": "split_mnist"}, "trainer": {"lr": 0.001, "steps_per_task": 10, "resume": True,
+                                                          "ckpt_every": 50, "log_every": 5, "threads": 2}}
     assert result_config(old, "continual") == result_config(new, "continual")
-    changed = {**new, "train": {**new["train"], "lr": 0.01}}
+    changed = {**new, "trainer": {**new["trainer"], "lr": 0.01}}
     assert result_config(changed, "continual") != result_config(old, "continual")
-    assert new["train"]["resume"] is True, "the caller's config is not modified"
+    assert new["trainer"]["resume"] is True, "the caller's config is not modified"
+
+
+def test_continual_records_in_the_old_train_schema_read_as_trainer():
+    """Continual runs once recorded train.* and top-level threads/device; their records stay comparable."""
+    legacy = {"stream": {"name": "split_mnist"}, "train": {"lr": 0.001, "steps_per_task": 10}, "threads": 1,
+              "device": "auto"}
+    now = {"stream": {"name": "split_mnist"}, "trainer": {"lr": 0.001, "steps_per_task": 10, "threads": 2,
+                                                          "device": "cpu"}}
+    assert migrate_legacy(legacy, "continual")["trainer"] == {"lr": 0.001, "steps_per_task": 10, "threads": 1,
+                                                              "device": "auto"}
+    assert result_config(migrate_legacy(legacy, "continual"), "continual") == result_config(now, "continual")
+    assert migrate_legacy(now, "continual") == now and migrate_legacy(legacy, "run") == legacy

@@ -143,8 +143,8 @@ grid:
     scenario: class
     strategy: [naive, replay]
     seed: [0]
-    train.steps_per_task: 10
-runtime: [threads=1]
+    trainer.steps_per_task: 10
+runtime: [trainer.threads=1]
 paper:
   - {{benchmark: split_mnist, task: class, method: naive, value: 19.9, source: "van de Ven & Tolias 2019", protocol: "differs: 10 steps"}}
 """)

@@ -58,14 +58,14 @@ class ContinualConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        """Ranges checked before any work, with the train.* names a `dacl continual` user typed."""
+        """Ranges checked before any work, with the trainer.* names a user typed."""
         for name in ("steps_per_task", "batch_size", "eval_batch_size", "log_every"):
-            check_number(f"train.{name}", getattr(self, name), integer=True, minimum=1)
-        check_number("train.epochs_per_task", self.epochs_per_task, integer=True, minimum=1, optional=True)
-        check_number("train.ckpt_every", self.ckpt_every, integer=True, minimum=0)
-        check_number("train.lr", self.lr, minimum=0.0)
-        check_number("train.weight_decay", self.weight_decay, minimum=0.0)
-        check_number("train.grad_clip", self.grad_clip, minimum=0.0, exclusive=True, optional=True)
+            check_number(f"trainer.{name}", getattr(self, name), integer=True, minimum=1)
+        check_number("trainer.epochs_per_task", self.epochs_per_task, integer=True, minimum=1, optional=True)
+        check_number("trainer.ckpt_every", self.ckpt_every, integer=True, minimum=0)
+        check_number("trainer.lr", self.lr, minimum=0.0)
+        check_number("trainer.weight_decay", self.weight_decay, minimum=0.0)
+        check_number("trainer.grad_clip", self.grad_clip, minimum=0.0, exclusive=True, optional=True)
 
 
 class TaskMask(nn.Module):

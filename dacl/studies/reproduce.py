@@ -27,7 +27,7 @@ from dacl.studies.spec import REPO, Study, all_studies, load_study
 from dacl.studies.store import Plan, Point, plan, read_archive, write_archive
 from dacl.studies.tables import RENDERERS, commits_summary, hardware_summary, render
 
-RESUME_KEY = {"run": "trainer.resume=true", "continual": "train.resume=true"}
+RESUME_KEY = "trainer.resume=true"
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _launch(study: Study, point: Point, opts: Options) -> dict[str, Any] | None:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                 str(point.processes)] if point.processes > 1 else [sys.executable]
     cmd = [*launcher, "-m", "dacl", study.command, *point.overrides, *study.runtime, *opts.extra,
-           RESUME_KEY[study.command], f"hydra.run.dir={folder}"]
+           RESUME_KEY, f"hydra.run.dir={folder}"]
     if opts.data_root:
         cmd.append(f"data_root={opts.data_root}")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

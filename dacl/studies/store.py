@@ -16,7 +16,7 @@ from typing import Any
 from dacl.engine.results import atomic_write_text
 from dacl.errors import ConfigError
 from dacl.reporting import processes
-from dacl.run_spec import result_config
+from dacl.run_spec import migrate_legacy, result_config
 
 CONFIG_OF_COMMAND = {"run": "config", "continual": "continual"}
 LAUNCH_KEYS = ("processes=",)  # grid keys that choose how a run is launched, not what it computes
@@ -110,7 +110,7 @@ def plan(command: str, points: list[tuple[str, ...]], records: list[dict[str, An
         by_name.setdefault((*_name_seed(command, pt.config), pt.processes), []).append(pt)
     stale, other = [], []
     for rec in sorted(records, key=lambda r: str(r.get("started_at") or "")):
-        cfg = result_config(rec.get("config") or {}, command)
+        cfg = result_config(migrate_legacy(rec.get("config") or {}, command), command)
         candidates = by_name.get((*_name_seed(command, cfg), processes(rec)), [])
         reasons = [differences(cfg, pt.config) for pt in candidates]
         match = next((pt for pt, diff in zip(candidates, reasons) if not diff), None)

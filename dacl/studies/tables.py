@@ -12,6 +12,7 @@ from typing import Any, Callable
 from dacl.engine.results import atomic_write_text
 from dacl.reporting import (COLUMNS, _fmt, aggregate, commit_label, format_mean_std, mean_std, processes,
                             sweep_command, to_csv, to_markdown)
+from dacl.run_spec import RUNTIME_KEYS, migrate_legacy
 from dacl.studies.spec import Study
 
 
@@ -125,7 +126,9 @@ def continual(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any
             parts.append(f"{s}-IL {best['method']} {best['mean']:.2f}" + (f" (joint {joint['mean']:.2f})" if joint else ""))
     headline = "; ".join(parts)
     if ok:  # what the runs trained with, read from their records
-        notes = [f"Protocol: {json.dumps(ok[0]['config'].get('train'))}; model {ok[0]['config'].get('model')}.", *notes]
+        config = migrate_legacy(ok[0]["config"], "continual")
+        loop = {k: v for k, v in config["trainer"].items() if f"trainer.{k}" not in RUNTIME_KEYS["continual"]}
+        notes = [f"Protocol: {json.dumps(loop)}; model {config.get('model')}.", *notes]
     csv_rows = [{k: r.get(k) for k in COLUMNS} for r in rows]
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(csv_rows, headline or "no finished run yet")
 
