@@ -60,8 +60,11 @@ def non_result_overrides(kind: str = "run") -> frozenset[str]:
 
 
 def result_config(config: Mapping[str, Any], kind: str = "run") -> dict[str, Any]:
-    """``config`` without its runtime keys: two runs with equal result configs are the same configuration."""
+    """``config`` without its runtime keys: two runs with equal result configs are the same configuration. A
+    method's ``search`` ranges only matter to a random trial (hparams_seed > 0), so a default run leaves them out."""
     out = copy.deepcopy(dict(config))
+    if not out.get("hparams_seed") and isinstance(out.get("method"), dict):
+        out["method"].pop("search", None)
     for key in RUNTIME_KEYS[kind]:
         *parents, leaf = key.split(".")
         node: Any = out

@@ -90,6 +90,23 @@ def test_fisher_is_the_mean_of_per_example_squared_gradients(path):
     assert all(torch.allclose(fisher[n], expected[n], rtol=1e-4, atol=1e-8) for n in expected)
 
 
+def test_lwf_2019_loss_is_the_class_average_of_the_summed_form():
+    """van de Ven & Tolias' code averaged the distillation over classes until 26f00db: 1/C of the summed form,
+    the same minimiser and a C-times weaker gradient (what the lwf_2019 strategy declares)."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(16, 10, requires_grad=True), torch.randn(16, 10)
+    summed, averaged = distillation_loss(student, teacher, 2.0), distillation_loss(student, teacher, 2.0, class_mean=True)
+    assert float(averaged) == pytest.approx(float(summed) / 10, rel=1e-6)
+    g_sum, = torch.autograd.grad(summed, student)
+    g_mean, = torch.autograd.grad(averaged, student)
+    assert torch.allclose(g_mean * 10, g_sum, atol=1e-6)
+    # the definition matches their pre-fix code: -(targets * log_scores) averaged over every element, T^2-scaled,
+    # up to the teacher entropy (a constant in the student)
+    t_soft, log_s = torch.softmax(teacher / 2, 1), torch.log_softmax(student.detach() / 2, 1)
+    theirs = 4 * (-(t_soft * log_s)).mean() - 4 * (-(t_soft * t_soft.log())).mean()
+    assert float(averaged) == pytest.approx(float(theirs), rel=1e-5)
+
+
 def test_lwf_is_zero_when_student_equals_teacher_and_positive_otherwise():
     logits = torch.randn(16, 5)
     assert distillation_loss(logits, logits.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)

@@ -72,11 +72,44 @@ def test_deepjdot_authors_plan_cost_and_warmup():
     ce_cost = jdot_cost(feats, ys, feats, logits_t, 0.5, 1.0)
     identity, swap = torch.eye(2) / 2, torch.eye(2).flip(0) / 2
     assert torch.allclose(transport_plan(ce_cost), identity)
-    authors = METHODS.build("deepjdot", alpha=0.5, lambda_t=1.0, plan_label_cost="sqeuclidean", warmup_steps=10)
+    authors = METHODS.build("deepjdot", alpha=0.5, lambda_t=1.0, plan_label_cost="sqeuclidean", warmup_steps=10,
+                            plan_forward="train")
     assert float(authors.alignment_loss(out, StepState(9, 100, batch))) == 0.0, "warm-up: source-only"
     assert float(authors.alignment_loss(out, StepState(10, 100, batch))) == pytest.approx(float((swap * ce_cost).sum()), rel=1e-5)
-    plain = METHODS.build("deepjdot", alpha=0.5, lambda_t=1.0)
+    plain = METHODS.build("deepjdot", alpha=0.5, lambda_t=1.0, plan_label_cost="ce", plan_forward="train")
     assert float(plain.alignment_loss(out, StepState(0, 100, batch))) == pytest.approx(float((identity * ce_cost).sum()), rel=1e-5)
+
+
+def test_deepjdot_plans_on_an_inference_mode_forward():
+    """The authors compute the plan with model.predict before each update: dropout off, and the network left in
+    training mode for the update itself, whose loss still carries gradients."""
+    from dacl.methods.base import Batch, StepState
+    from dacl.methods.da.common import joint_forward
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.drop, self.head = torch.nn.Linear(3, 4), torch.nn.Dropout(0.9), torch.nn.Linear(4, 2)
+            self.modes: list[bool] = []
+
+        def forward_with_features(self, x):
+            self.modes.append(self.training)
+            f = self.drop(self.body(x))
+            return self.head(f), f
+
+    torch.manual_seed(0)
+    net = Net()
+    method = METHODS.build("deepjdot")
+    method.setup(net, 2)
+    batch = Batch(torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 0, 1]), x_target=torch.randn(6, 3))
+    state = StepState(0, 10, batch)
+    net.train()
+    loss = method.alignment_loss(joint_forward(method, state), state)
+    assert net.modes == [True, False] and net.training  # training forward, then the plan's inference forward
+    loss.backward()
+    assert net.body.weight.grad is not None and float(net.body.weight.grad.abs().sum()) > 0
+    with pytest.raises(ConfigError, match="plan_forward"):
+        METHODS.build("deepjdot", plan_forward="predict").setup(Net(), 2)
 
 
 def test_cdan_multilinear_map_exact_and_randomized():
@@ -149,7 +182,7 @@ def test_method_beats_source_only_on_synthetic_shift(name, tiny_config, tmp_path
 def test_self_training_rounds_refresh_a_frozen_teacher_at_round_boundaries():
     from dacl.methods.base import Batch, StepState
 
-    st = METHODS.build("self_training", rounds=2)
+    st = METHODS.build("self_training", rounds=2, ema_teacher=0.0)
     st.setup(torch.nn.Linear(4, 3), 3)
     batch = Batch(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))
     st._refresh_teacher(StepState(10, 90, batch))
@@ -208,3 +241,52 @@ def test_cnn32_pool_before_relu_and_channels_last_match_the_plain_conv_bn_relu_p
     x = torch.randn(4, 3, 32, 32)
     assert isinstance(layers[2], torch.nn.ReLU) and layers[0].weight.is_contiguous()
     torch.testing.assert_close(trunk.conv(x), torch.nn.Sequential(*layers)(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["coral", "mmd"])
+def test_alignment_layer_chooses_features_logits_or_both(name):
+    """Deep CORAL's released net aligns the class scores (fc8), DAN's fc7 and fc8: ``layer`` picks which
+    activations the discrepancy compares, and 'both' is the sum of the two."""
+    from dacl.methods.base import Batch, StepState
+    from dacl.methods.da.common import DomainOutputs
+
+    torch.manual_seed(0)
+    feats_s, feats_t = torch.randn(16, 5), torch.randn(16, 5) * 3 + 1
+    logits_s, logits_t = torch.randn(16, 3), torch.randn(16, 3)  # same distribution: small discrepancy
+    out = DomainOutputs(logits_s, logits_t, feats_s, feats_t)
+    state = StepState(0, 1, Batch(torch.zeros(16, 1), torch.zeros(16, dtype=torch.long)))
+    loss = {layer: float(METHODS.build(name, layer=layer).alignment_loss(out, state))
+            for layer in ("features", "logits", "both")}
+    assert loss["features"] > loss["logits"] > 0
+    assert loss["both"] == pytest.approx(loss["features"] + loss["logits"], rel=1e-5)
+    with pytest.raises(ConfigError, match="layer must be one of"):
+        METHODS.build(name, layer="fc7").alignment_loss(out, state)
+
+
+def test_self_training_ema_teacher_labels_in_inference_mode_and_follows_the_student():
+    """The guarded default: source-only for the warm-up share, then pseudo-labels from an EMA teacher that moves
+    (1 - momentum) of the way to the student after each update; rounds and an EMA teacher cannot be combined."""
+    from dacl.methods.base import Batch, StepState
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    method = METHODS.build("self_training")
+    assert method.hparams["ema_teacher"] == 0.99 and method.hparams["warmup"] == 0.1
+    method.setup(model, 3)
+    batch = Batch(torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,)), x_target=torch.randn(8, 1, 2, 2))
+    warm = StepState(0, 100, batch)
+    method.training_step(warm)
+    assert set(warm.losses) == {"cls"}  # warm-up: no pseudo-label term
+    state = StepState(50, 100, batch)
+    method.training_step(state)
+    assert "pseudo" in state.losses and not method.teacher.training
+    before = method.teacher[1].weight.clone()
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    method.after_update(state)
+    assert torch.allclose(method.teacher[1].weight, before + 0.01 * (model[1].weight - before), atol=1e-6)
+    with pytest.raises(ConfigError, match="rounds and ema_teacher"):
+        METHODS.build("self_training", rounds=2).setup(model, 3)
+    plain = METHODS.build("fixmatch")
+    plain.setup(model, 3)
+    assert not hasattr(plain, "teacher") and plain.hparams["warmup"] == 0.0

@@ -33,7 +33,7 @@ from dacl.engine.checkpoint import load_checkpoint_file, restore_rng_state, rng_
 from dacl.engine import signals
 from dacl.engine.results import atomic_torch_save, git_commit
 from dacl.engine.signals import RunInterrupted
-from dacl.errors import ConfigError, NonFiniteLossError
+from dacl.errors import ConfigError, NonFiniteLossError, check_number
 from dacl.methods.base import Batch, Hooks, Method, StepState
 from dacl.registry import OPTIMIZERS, SCHEDULES
 from dacl.run_spec import RUNTIME_KEYS
@@ -98,21 +98,6 @@ class TrainerConfig:
 # TrainerConfig fields that cannot change what a run learns or reports (dacl.run_spec classifies every key): two
 # runs differing only in these are the same configuration (the collector groups them, a TTA source run is reused).
 RUNTIME_OPTIONS = frozenset(k.split(".", 1)[1] for k in RUNTIME_KEYS["run"] if k.startswith("trainer."))
-
-
-def check_number(option: str, value: Any, *, integer: bool = False, minimum: float | None = None,
-                  below: float | None = None, exclusive: bool = False, optional: bool = False) -> None:
-    """One ``ConfigError`` line naming the option, its value and the allowed range."""
-    if value is None and optional:
-        return
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
-        raise ConfigError(f"{option} must be {kind}, got {value!r}")
-    if minimum is not None and (value <= minimum if exclusive else value < minimum):
-        raise ConfigError(f"{option} must be {'>' if exclusive else '>='} {minimum:g}, got {value!r}")
-    if below is not None and value >= below:
-        raise ConfigError(f"{option} must be < {below:g}, got {value!r}")
 
 
 def check_device_name(name: str) -> None:

@@ -1,9 +1,9 @@
 """A study's run archive (``<table>.runs.jsonl``, one run record per line) and which grid point each record is.
 
 A record belongs to a grid point when its result-changing configuration (``dacl.run_spec.result_config``) equals
-the one the point composes to *now*, compared on the keys both hold: a key added to dacl since the run was
-recorded must default to the old behaviour, so it cannot make a run stale; a changed default (a corrected
-hyper-parameter, another network) does, and the run is re-made instead of keeping its old number.
+the one the point composes to *now*. A key added to dacl since the run was recorded is not compared (a new option
+must default to the old behaviour); a removed key or a changed value (a corrected hyper-parameter, another
+network) makes the record stale, and the run is re-made instead of keeping its old number.
 """
 from __future__ import annotations
 
@@ -63,9 +63,12 @@ def compose_point(command: str, point: tuple[str, ...]) -> dict[str, Any]:
 
 
 def differences(was: Any, now: Any, path: str = "") -> list[str]:
-    """'a.b: old -> new' for every leaf both configs hold and that differs."""
+    """'a.b: old -> new' for every leaf that differs. A key the run recorded that no longer exists counts (its value
+    may have mattered); a key added since does not (a new option must default to the old behaviour)."""
     if isinstance(was, dict) and isinstance(now, dict):
-        return [d for k in sorted(set(was) & set(now), key=str) for d in differences(was[k], now[k], f"{path}{k}.")]
+        gone = [f"{path}{k}: {was[k]} -> (option removed)" for k in sorted(set(was) - set(now), key=str)]
+        return gone + [d for k in sorted(set(was) & set(now), key=str)
+                       for d in differences(was[k], now[k], f"{path}{k}.")]
     return [] if was == now else [f"{path.rstrip('.')}: {was} -> {now}"]
 
 

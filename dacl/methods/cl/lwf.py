@@ -23,9 +23,12 @@ from dacl.methods.base import Experience, Plugin, StepState
 from dacl.registry import PLUGINS
 
 
-def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
+                      class_mean: bool = False) -> Tensor:
     """T^2 KL(teacher || student) at temperature T (Hinton et al. 2015); 0 iff the distributions agree.
-    A student wider than the teacher gets zero targets on its extra (trailing) columns (van de Ven & Tolias)."""
+    A student wider than the teacher gets zero targets on its extra (trailing) columns (van de Ven & Tolias).
+    ``class_mean`` averages over classes as well as examples: van de Ven & Tolias' code until commit 26f00db
+    (2019-05-17, "summation over classes was omitted"), 1/C of the summed form."""
     extra = student_logits.shape[1] - teacher_logits.shape[1]
     if extra < 0:  # F.pad with a negative width would silently crop the teacher's distribution
         raise ValueError(f"distillation: student has {student_logits.shape[1]} classes, fewer than the teacher's "
@@ -34,7 +37,8 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
     log_s = F.log_softmax(student_logits.float() / t, dim=1)
     target = F.softmax(teacher_logits.float() / t, dim=1)
     target = F.pad(target, (0, extra))
-    return t * t * F.kl_div(log_s, target, reduction="batchmean")
+    loss = t * t * F.kl_div(log_s, target, reduction="batchmean")
+    return loss / student_logits.shape[1] if class_mean else loss
 
 
 def unmasked(model: torch.nn.Module) -> torch.nn.Module:
@@ -44,7 +48,7 @@ def unmasked(model: torch.nn.Module) -> torch.nn.Module:
 
 @PLUGINS.register("lwf")
 class LwF(Plugin):
-    defaults = {"weight": 1.0, "temperature": 2.0, "targets": "old_only"}
+    defaults = {"weight": 1.0, "temperature": 2.0, "targets": "old_only", "kd_reduction": "sum"}
     resumable_attrs = ("_groups", "_old_classes", "_padded", "_n_old")
 
     def create_missing_modules(self, names: set[str]) -> None:
@@ -69,6 +73,8 @@ class LwF(Plugin):
                 ([torch.tensor(merged)] if merged else [])
         if self.hparams["targets"] not in ("old_only", "zero_padded"):
             raise ValueError(f"lwf targets '{self.hparams['targets']}' unknown; choose old_only or zero_padded")
+        if self.hparams["kd_reduction"] not in ("sum", "class_mean"):
+            raise ValueError(f"lwf kd_reduction '{self.hparams['kd_reduction']}' unknown; choose sum or class_mean")
         merged_old = {c for group in old for c in group}
         self._padded = None
         if self.hparams["targets"] == "zero_padded" and experience.scenario == "class" and experience.index > 0:
@@ -94,13 +100,14 @@ class LwF(Plugin):
         with torch.no_grad():
             teacher_logits = teacher(x)
         weight = self._n_old if self.hparams["weight"] == "auto" else float(self.hparams["weight"])
+        t, class_mean = self.hparams["temperature"], self.hparams["kd_reduction"] == "class_mean"
         if getattr(self, "_padded", None) is not None:  # van de Ven & Tolias' class-IL targets
             old_cols, seen_cols = (c.to(x.device) for c in self._padded)
-            state.losses["lwf"] = weight * distillation_loss(student[:, seen_cols], teacher_logits[:, old_cols],
-                                                             self.hparams["temperature"])
+            state.losses["lwf"] = weight * distillation_loss(student[:, seen_cols], teacher_logits[:, old_cols], t,
+                                                             class_mean)
             return
         groups = getattr(self, "_groups", None) or [None]
         loss = sum(distillation_loss(student if g is None else student[:, g.to(x.device)],
-                                     teacher_logits if g is None else teacher_logits[:, g.to(x.device)],
-                                     self.hparams["temperature"]) for g in groups) / len(groups)
+                                     teacher_logits if g is None else teacher_logits[:, g.to(x.device)], t,
+                                     class_mean) for g in groups) / len(groups)
         state.losses["lwf"] = weight * loss

@@ -38,11 +38,23 @@ def joint_forward(method: Method, state: StepState) -> DomainOutputs:
     return out
 
 
+# Which layer a discrepancy compares: the bottleneck features, the class scores (the input of the softmax), or both
+# (DAN adapts fc7 and fc8; Deep CORAL's released nets put the loss on fc8).
+ALIGNED_LAYERS = {"features": ("feats",), "logits": ("logits",), "both": ("feats", "logits")}
+
+
 class AlignmentMethod(Method, metaclass=ABCMeta):
     """Source cross-entropy + ``trade_off`` x a discrepancy between source and target (MMD, CORAL, OT, ...)."""
 
     needs_target = True
     loss_name = "align"
+
+    def aligned_pairs(self, out: DomainOutputs) -> list[tuple[Tensor, Tensor]]:
+        """(source, target) activations of the layer(s) named by the ``layer`` hyper-parameter."""
+        layer = self.hparams.get("layer", "features")
+        if layer not in ALIGNED_LAYERS:
+            raise ConfigError(f"{self.registry_name}.layer must be one of {sorted(ALIGNED_LAYERS)}, got '{layer}'")
+        return [(getattr(out, f"{name}_s"), getattr(out, f"{name}_t")) for name in ALIGNED_LAYERS[layer]]
 
     @abstractmethod
     def alignment_loss(self, out: DomainOutputs, state: StepState) -> Tensor:

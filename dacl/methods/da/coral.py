@@ -30,13 +30,14 @@ def coral_loss(source: Tensor, target: Tensor, match_mean: bool = False) -> Tens
 
 @METHODS.register("coral")
 class DeepCORAL(AlignmentMethod):
-    """Source cross-entropy + trade_off x CORAL loss on the bottleneck features."""
+    """Source cross-entropy + trade_off x CORAL loss on the class scores (the authors' fc8), or the features."""
 
     loss_name = "coral"
     defaults = {
-        "trade_off": 1.0,       # weight of the CORAL term
+        "trade_off": 0.8,       # weight of the CORAL term: loss_weight 0.8 in the authors' released Office-31 net
+        "layer": "logits",      # logits (the authors' fc8) | features (the bottleneck, as TLlib) | both
         "match_mean": False,    # also align feature means (TLlib's variant); the paper aligns covariances only
     }
 
     def alignment_loss(self, out: DomainOutputs, state: StepState) -> Tensor:
-        return coral_loss(out.feats_s, out.feats_t, self.hparams["match_mean"])
+        return sum(coral_loss(s, t, self.hparams["match_mean"]) for s, t in self.aligned_pairs(out))

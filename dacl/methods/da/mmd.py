@@ -47,14 +47,14 @@ def mk_mmd(source: Tensor, target: Tensor, multipliers: Sequence[float] = (0.125
 
 @METHODS.register("mmd")
 class DAN(AlignmentMethod):
-    """Source cross-entropy + trade_off x MK-MMD on bottleneck features (and logits if ``on_logits``)."""
+    """Source cross-entropy + trade_off x MK-MMD on the bottleneck features and the class scores (DAN's fc7 and fc8)."""
 
     loss_name = "mmd"
     defaults = {
         "trade_off": 1.0,
         "kernel_multipliers": [0.125, 0.25, 0.5, 1.0, 2.0],  # bandwidths 2^-3..2^1 x mean squared distance
         "estimator": "quadratic",  # quadratic | linear (Gretton's O(n) estimator, as in the DAN paper)
-        "on_logits": False,        # also align the softmax-layer input, like DAN's multi-layer adaptation
+        "layer": "both",           # features | logits | both: DAN's released net puts an MMD loss on fc7 and on fc8
     }
 
     def setup(self, model, num_classes: int) -> None:
@@ -64,7 +64,4 @@ class DAN(AlignmentMethod):
 
     def alignment_loss(self, out: DomainOutputs, state: StepState) -> Tensor:
         mk = lambda a, b: mk_mmd(a, b, self.hparams["kernel_multipliers"], self.hparams["estimator"])  # noqa: E731
-        loss = mk(out.feats_s, out.feats_t)
-        if self.hparams["on_logits"]:
-            loss = loss + mk(out.logits_s, out.logits_t)
-        return loss
+        return sum(mk(s, t) for s, t in self.aligned_pairs(out))
