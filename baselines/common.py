@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dacl.engine.weights import load_weights
 from dacl.errors import DataError
 from dacl.methods.base import Method, StepState
 
@@ -37,14 +37,14 @@ class FineTuneMethod(Method):
 
 
 def load_features(model: nn.Module, checkpoint: str | None, method: str) -> None:
-    """Load a dacl ``model.pt`` (e.g. a source_only run on MNIST) into ``model`` except its head, which is
+    """Load a dacl run's weights (``model.safetensors``, e.g. of a source_only run on MNIST) into ``model`` except its head, which is
     re-initialised for the new task: only the features transfer."""
     if not checkpoint:
         return
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise DataError(f"{method} checkpoint not found: {path}; point method.checkpoint at a run's model.pt")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise DataError(f"{method} checkpoint not found: {path}; point method.checkpoint at a run's model.safetensors")
+    state = load_weights(path)
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")}, strict=False)
     if unexpected or [k for k in missing if not k.startswith("head.")]:
         raise DataError(f"{method} checkpoint {path} does not match the model (missing {missing[:3]}, unexpected "

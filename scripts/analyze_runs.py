@@ -4,7 +4,7 @@
     python scripts/analyze_runs.py runs/mnist_usps/mnist_usps/source_only/seed0 runs/mnist_usps/mnist_usps/cdan_e/seed0 \
         --data-root ../shared/data --out paper_results/analysis/mnist_usps
 
-Each run folder needs results.json (its config rebuilds the benchmark and model) and model.pt (the final weights).
+Each run folder needs results.json (its config rebuilds the benchmark and model) and its final weights (model.safetensors, or model.pt from older runs).
 The first run is the "before" panel (normally source_only). Writes <out>.md/.csv (method, target acc, proxy
 A-distance on bottleneck features of source test vs target test, ECE, the run's training command and this
 script's command), <out>_tsne.png and <out>_reliability.png.
@@ -27,15 +27,16 @@ sys.path.insert(0, str(REPO))
 from dacl.analysis.domain import proxy_a_distance, reliability_png, tsne_png  # noqa: E402
 from dacl.engine.results import atomic_write_text, git_commit, hardware  # noqa: E402
 from dacl.engine.trainer import resolve_device, seed_everything  # noqa: E402
+from dacl.engine.weights import load_weights, run_weights  # noqa: E402
 from dacl.errors import ConfigError  # noqa: E402
 from dacl.experiment import build_benchmark, build_method  # noqa: E402
 from dacl.metrics import accuracy, expected_calibration_error, predict_in_batches  # noqa: E402
 
 
 def load_run(run_dir: Path, data_root: str | None, device: torch.device):
-    res_path, weights = run_dir / "results.json", run_dir / "model.pt"
+    res_path, weights = run_dir / "results.json", run_weights(run_dir)
     if not res_path.is_file() or not weights.is_file():
-        raise ConfigError(f"{run_dir} needs results.json and model.pt (finished with trainer.save_model=true)")
+        raise ConfigError(f"{run_dir} needs results.json and model.safetensors (finished with trainer.save_model=true)")
     res = json.loads(res_path.read_text())
     cfg = dict(res["config"])
     if data_root:
@@ -43,7 +44,7 @@ def load_run(run_dir: Path, data_root: str | None, device: torch.device):
     data = build_benchmark(cfg, device)
     seed_everything(int(cfg["seed"]))
     method = build_method(cfg, data).to(device)
-    method.model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    method.model.load_state_dict(load_weights(weights))
     method.eval()
     return res, data, method
 

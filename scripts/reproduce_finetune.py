@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit  # noqa: E402
+from dacl.engine.weights import WEIGHTS_FILE  # noqa: E402
 from dacl.reporting import (COLUMNS, PEFT_MAX_POINTS_BELOW_FULL, PEFT_MAX_TRAINABLE_PERCENT,  # noqa: E402
                             format_mean_std, mean_std, peft_shape_misses, to_csv)
 
@@ -83,12 +84,27 @@ def save_archive(path: Path) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for _, r in sorted(merged.items())))
 
 
+def job_key(args: list[str]) -> list[str]:
+    """The result-changing arguments of a job; a pre-trained checkpoint is named by its run folder, so a job that
+    started from <run>/model.pt (runs before weights moved to safetensors) is the same as one from
+    <run>/model.safetensors: the same weights (their digest is recorded with each result)."""
+    out = []
+    for a in args:
+        if a.startswith(RUNTIME):
+            continue
+        key, _, value = a.partition("=")
+        if key.endswith("checkpoint") and value.endswith(("/model.pt", "/model.safetensors")):
+            a = f"{key}={value.rsplit('/', 1)[0]}"
+        out.append(a)
+    return out
+
+
 def checkpoint_digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else None
 
 
 def pretrained_checkpoint(a: argparse.Namespace, task: str, backbone: str) -> Path:
-    return a.runs / "pretrain" / f"{task}_{backbone}" / "seed0" / "model.pt"
+    return a.runs / "pretrain" / f"{task}_{backbone}" / "seed0" / WEIGHTS_FILE
 
 
 def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
@@ -99,18 +115,18 @@ def dacl_job(args: list[str], out_dir: Path, seeds: list[int], log: Path,
     archive (``load_archive``) records it. ``checkpoint`` = (pre-trained file the job starts from, a function that
     makes it): made only when a seed must actually run, and its digest is recorded with each result.
     """
-    key = [a for a in args if not a.startswith(RUNTIME)]
+    key = job_key(args)
     job = rel(out_dir)
 
     def finished(seed: int) -> dict | None:
         run = out_dir / f"seed{seed}"
         marker = run / "job.json"
-        if marker.is_file() and json.loads(marker.read_text()).get("key") == key and (run / "results.json").is_file():
+        if marker.is_file() and job_key(json.loads(marker.read_text()).get("key") or []) == key and (run / "results.json").is_file():
             res = json.loads((run / "results.json").read_text())
             pretrained = json.loads(marker.read_text()).get("pretrained")  # digest recorded when the seed ran
             return {**res, "pretrained": pretrained} if pretrained else res
         rec = ARCHIVE.get((job, seed))
-        return rec if rec is not None and rec.get("job_key") == key else None
+        return rec if rec is not None and job_key(rec.get("job_key") or []) == key else None
 
     def argv(run_seeds: list[int]) -> list[str]:
         return [str(REPO / ".venv" / "bin" / "dacl"), "run", "-m", *args, "seed=" + ",".join(map(str, run_seeds)),

@@ -66,7 +66,7 @@ def test_auto_targets_every_linear_of_a_cnn_and_rejects_a_missing_checkpoint(tmp
     method = METHODS.build("lora", rank=2)
     method.setup(model, 10)
     assert linears and method.target_modules == linears
-    with pytest.raises(DataError, match="model.pt"):
+    with pytest.raises(DataError, match="model.safetensors"):
         METHODS.build("lora", checkpoint=str(tmp_path / "missing.pt")).setup(build_classifier("lenet", 10, 1, 28), 10)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dacl.engine.weights import load_weights
+
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 
@@ -54,7 +56,7 @@ def test_two_processes_reproduce_one_process_exactly_without_batch_statistics(tm
     losses1 = [float(r["loss"]) for r in _train_log(out1)]
     losses2 = [float(r["loss"]) for r in _train_log(out2)]  # rank 0's shard loss: half the batch
     assert len(losses2) == 20
-    w1, w2 = torch.load(out1 / "model.pt"), torch.load(out2 / "model.pt")
+    w1, w2 = load_weights(out1 / "model.safetensors"), load_weights(out2 / "model.safetensors")
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5, msg=name)
     for a, b in zip(one["history"], two["history"]):

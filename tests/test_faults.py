@@ -57,6 +57,29 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
     assert not (run_dir / "results.json").exists()
 
 
+def test_shared_weights_are_safetensors_and_crafted_weight_files_are_refused(tiny_config, tmp_path):
+    """A run's final weights are model.safetensors (no pickle at all); a legacy .pt handed to a fine-tuning or TTA
+    run loads only as a plain state_dict, so a crafted one is one error and its code never runs."""
+    from safetensors.torch import load_file
+
+    from dacl.engine.weights import load_weights
+
+    run_experiment(tiny_config("method=source_only"), tmp_path / "src")
+    assert not (tmp_path / "src" / "model.pt").exists()
+    weights = load_file(str(tmp_path / "src" / "model.safetensors"))
+    assert weights and all(isinstance(v, torch.Tensor) for v in weights.values())
+    marker = tmp_path / "pwned"
+    torch.save({"head.weight": _RunsCodeWhenUnpickled(marker)}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="not a weights file dacl can read"):
+        load_weights(tmp_path / "model.pt")
+    line = one_error_line(dacl("run", *FAST, "method=linear_probe", f"method.checkpoint={tmp_path / 'model.pt'}",
+                               f"hydra.run.dir={tmp_path / 'probe'}", cwd=tmp_path))
+    assert "not a weights file dacl can read" in line and not marker.exists()
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "src" / "model.safetensors").read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="cut.safetensors"):
+        load_weights(tmp_path / "cut.safetensors")
+
+
 def test_a_checkpoint_dacl_did_not_write_is_refused(tmp_path):
     torch.save({"step": 3, "weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a dacl checkpoint"):

@@ -5,6 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dacl.engine.trainer import Trainer, TrainerConfig, seed_everything
+from dacl.engine.weights import load_weights
 from dacl.errors import NonFiniteLossError
 from dacl.experiment import build_benchmark, build_method, run_experiment
 from dacl.methods.base import StepState
@@ -29,7 +30,7 @@ def test_30_step_dann_run_writes_complete_results(tiny_config, tmp_path):
     # the source_val pick is the best source-validation step, never chosen by target accuracy
     best = max(on_disk["history"], key=lambda h: h["source_val_acc"])
     assert on_disk["selection"]["source_val"]["step"] == best["step"]
-    assert (tmp_path / "train_log.csv").read_text().count("\n") == 4 and (tmp_path / "model.pt").exists()
+    assert (tmp_path / "train_log.csv").read_text().count("\n") == 4 and (tmp_path / "model.safetensors").exists()
     assert not (tmp_path / "failed.json").exists()
 
 
@@ -77,8 +78,8 @@ def test_resume_gives_identical_final_metrics(tiny_config, tmp_path):
     resumed = run_experiment(tiny_config("method=dann", "trainer.eval_every=10", "trainer.resume=true"), tmp_path / "resumed")
     assert resumed["history"] == full["history"]
     assert resumed["metrics"] == full["metrics"]
-    w_full = torch.load(tmp_path / "full" / "model.pt")
-    w_res = torch.load(tmp_path / "resumed" / "model.pt")
+    w_full = load_weights(tmp_path / "full" / "model.safetensors")
+    w_res = load_weights(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
     rows = (tmp_path / "resumed" / "train_log.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["10", "17", "20", "30"], "log truncated/continued at the resume step"
@@ -135,9 +136,9 @@ def test_plugins_stack_through_hooks(tiny_config, synthetic_pair, tmp_path):
 
 def test_linear_probe_trains_only_the_head(tiny_config, synthetic_pair, tmp_path):
     run_experiment(tiny_config("method=source_only"), tmp_path / "src")
-    cfg = OmegaConf.to_container(tiny_config("method=linear_probe", f"method.checkpoint={tmp_path / 'src' / 'model.pt'}"), resolve=True)
+    cfg = OmegaConf.to_container(tiny_config("method=linear_probe", f"method.checkpoint={tmp_path / 'src' / 'model.safetensors'}"), resolve=True)
     method = build_method(cfg, synthetic_pair)
-    src = torch.load(tmp_path / "src" / "model.pt")
+    src = load_weights(tmp_path / "src" / "model.safetensors")
     before = {k: v.clone() for k, v in method.model.state_dict().items()}
     assert torch.equal(before["backbone.fc.0.weight"], src["backbone.fc.0.weight"]), "features loaded from checkpoint"
     Trainer(method, synthetic_pair, TrainerConfig.from_dict({**cfg["trainer"], "max_steps": 5, "save_model": False}),
@@ -152,7 +153,7 @@ def test_linear_probe_feature_cache_trains_the_same_head_without_forward_passes(
     run_experiment(tiny_config("method=source_only"), tmp_path / "src")
     heads, forwards, initial = {}, {}, {}
     for cache in (True, False):
-        cfg = OmegaConf.to_container(tiny_config("method=linear_probe", f"method.checkpoint={tmp_path / 'src' / 'model.pt'}",
+        cfg = OmegaConf.to_container(tiny_config("method=linear_probe", f"method.checkpoint={tmp_path / 'src' / 'model.safetensors'}",
                                                  f"method.cache_features={cache}"), resolve=True)
         seed_everything(0)
         method = build_method(cfg, synthetic_pair)

@@ -25,7 +25,7 @@ def source(tmp_path_factory):
     method = build_method(cfg, data)
     run_dir = tmp_path_factory.mktemp("source")
     Trainer(method, data, TrainerConfig.from_dict(cfg["trainer"]), run_dir).fit()
-    return cfg, data, run_dir / "model.pt"
+    return cfg, data, run_dir / "model.safetensors"
 
 
 def _fresh_model(source):
@@ -117,7 +117,7 @@ def test_protocol_and_checkpoint_errors_are_clear(source, tmp_path):
     method = build_tta("bn_adapt", model, 10)
     with pytest.raises(ConfigError, match="episodic_batch"):
         run_tta(method, [("d", *data.target_test)], protocol="sometimes")
-    with pytest.raises(DataError, match="model.pt"):
+    with pytest.raises(DataError, match="model.safetensors"):
         load_source_model(model, tmp_path / "missing.pt")
     from dacl.models.classifier import build_classifier
 
@@ -167,7 +167,7 @@ def test_shot_source_architecture_and_stale_source_runs(tmp_path):
 
 
 def test_source_run_reuse_ignores_validators_but_not_training_options(tmp_path):
-    """A source run scored with extra validators holds the same weights (model.pt is the last step), so TTA may
+    """A source run scored with extra validators holds the same weights (the saved weights are the last step's; here a legacy model.pt), so TTA may
     reuse it; a run trained with another lr may not."""
     import json
 

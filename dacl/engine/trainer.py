@@ -33,6 +33,7 @@ from dacl.engine.checkpoint import load_checkpoint_file, restore_rng_state, rng_
 from dacl.engine import signals
 from dacl.engine.results import atomic_torch_save, git_commit
 from dacl.engine.signals import RunInterrupted
+from dacl.engine.weights import WEIGHTS_FILE, save_weights
 from dacl.errors import ConfigError, NonFiniteLossError, check_number
 from dacl.methods.base import Batch, Hooks, Method, StepState
 from dacl.registry import OPTIMIZERS, SCHEDULES
@@ -341,7 +342,7 @@ class Trainer:
             for h in method.hooks:
                 h.end_training()
             if cfg.save_model and self.dist.is_main and self.run_dir is not None:
-                atomic_torch_save(method.model.state_dict(), self.run_dir / "model.pt")
+                save_weights(method.model.state_dict(), self.run_dir / WEIGHTS_FILE)
             if cfg.ckpt_every:
                 self.save_checkpoint()
         if self.tb is not None:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from dacl.engine.weights import WEIGHTS_FILE, load_weights, run_weights
 from dacl.errors import ConfigError, DataError
 from dacl.methods.base import Method
 from dacl.metrics import accuracy, predict_in_batches
@@ -25,12 +26,12 @@ PROTOCOLS = ("episodic_batch", "episodic_domain", "continual")
 
 
 def load_source_model(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load the ``model.pt`` a training run saved (the trainer writes ``method.model.state_dict()``)."""
+    """Load the weights a training run saved (``model.safetensors``, or ``model.pt`` from older runs)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"source model '{path}' not found; train one first, e.g. "
-                        "`dacl run method=source_only model=lenet_bn ...` writes <run_dir>/model.pt")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+                        f"`dacl run method=source_only model=lenet_bn ...` writes <run_dir>/{WEIGHTS_FILE}")
+    state = load_weights(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -153,7 +154,7 @@ def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.d
         from dacl.engine.trainer import RUNTIME_OPTIONS
 
         def recipe(cfg_dict: dict) -> dict:
-            # validators only score checkpoints; model.pt is the last step's weights whatever they were
+            # validators only score checkpoints; the saved weights are the last step's whatever they were
             ignored = RUNTIME_OPTIONS | {"validators"}
             trainer = {k: v for k, v in (cfg_dict.get("trainer") or {}).items() if k not in ignored}
             return {k: cfg_dict.get(k) for k in ("method", "model", "benchmark", "seed")} | {"trainer": trainer}
@@ -171,6 +172,6 @@ def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.d
     def fresh() -> torch.nn.Module:
         model = build_classifier(num_classes=num_classes, in_channels=bench["channels"], image_size=bench["image_size"],
                                  **plain["model"])
-        return load_source_model(model, run_dir / "model.pt").to(device).to(memory_format=torch.channels_last)
+        return load_source_model(model, run_weights(run_dir)).to(device).to(memory_format=torch.channels_last)
 
     return fresh

@@ -140,7 +140,7 @@ class ViT(nn.Module):
 
     ``timm_name`` builds any timm architecture instead (``pretrained=True`` downloads its weights where internet
     exists; the image size then follows that model). ``weights`` loads a local state_dict, e.g. one dacl
-    pre-trained and saved (``runs/.../model.pt`` backbone keys), so PEFT baselines start from real features offline.
+    pre-trained and saved (``runs/.../model.safetensors`` backbone keys), so PEFT baselines start from real features offline.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, patch_size: int = 4, embed_dim: int = 192,
@@ -148,7 +148,6 @@ class ViT(nn.Module):
                  pretrained: bool = False, weights: str | None = None) -> None:
         super().__init__()
         import timm
-        import torch
 
         if timm_name:
             self.net = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, in_chans=in_channels)
@@ -163,7 +162,9 @@ class ViT(nn.Module):
 
             if not Path(weights).is_file():
                 raise ConfigError(f"vit weights file '{weights}' not found; pass a local state_dict path or weights=null")
-            self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            from dacl.engine.weights import load_weights
+
+            self.net.load_state_dict(load_weights(weights))
         self.out_features = int(self.net.num_features)
 
     def forward(self, x: Tensor) -> Tensor:
