@@ -19,7 +19,7 @@ from dacl import distributed
 from dacl.benchmarks.domain_pair import DomainPair
 from dacl.engine.results import git_commit, hardware, versions
 from dacl.engine.run_folder import run_in_folder
-from dacl.engine.signals import graceful_stop
+from dacl.engine.signals import RunInterrupted, graceful_stop
 from dacl.engine.trainer import FitResult, Trainer, TrainerConfig, resolve_device, seed_everything
 from dacl.methods.base import Method
 from dacl.models.classifier import build_classifier
@@ -173,7 +173,12 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
         if ctx["source_method"]:
             from dacl.engine.tta import adapt_on_target_test
 
-            adaptation = adapt_on_target_test(plain, method.model, data, ctx["seed"])
+            with graceful_stop():
+                try:
+                    adaptation = adapt_on_target_test(plain, method.model, data, ctx["seed"])
+                except RunInterrupted:  # keep the trained source model: a resume goes straight to adaptation
+                    trainer.save_checkpoint()
+                    raise
         return _results(plain, data, method, trainer, fit, ctx["device"], command, time.time() - started, provenance,
                         adaptation)
 

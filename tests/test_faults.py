@@ -17,6 +17,7 @@ import torch
 from dacl.engine.checkpoint import load_checkpoint_file
 from dacl.engine.results import atomic_torch_save
 from dacl.engine.run_folder import folder_status
+from dacl.engine.signals import RunInterrupted
 from dacl.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, StorageError
 from dacl.experiment import run_experiment
 from dacl.reliability import BAD_CONFIG, FAST, bad_data_cases, write_data_root
@@ -289,3 +290,31 @@ def test_under_torchrun_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
 
     mp.spawn(_any_rank_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == [[True, False], [True, False]]
+
+
+def test_a_signal_during_test_time_adaptation_saves_the_source_model_and_resumes(tiny_config, tmp_path, monkeypatch):
+    """SIGTERM after training, while Tent adapts on the target test set: failed.json says interrupted (phase
+    test-time adaptation), the trained source model is checkpointed, and trainer.resume=true adapts without
+    training again, to the accuracy of an uninterrupted run."""
+    import signal
+
+    import dacl.engine.tta as tta
+
+    full = run_experiment(tiny_config("method=tent"), tmp_path / "full")
+    calls = []
+
+    def stop_on_the_third_batch():
+        calls.append(1)
+        return signal.SIGTERM if len(calls) == 3 else None
+
+    monkeypatch.setattr(tta, "_stop_requested", stop_on_the_third_batch)
+    with pytest.raises(RunInterrupted, match="during test-time adaptation"):
+        run_experiment(tiny_config("method=tent"), tmp_path / "cut")
+    status, rec = folder_status(tmp_path / "cut")
+    assert status == "interrupted" and rec["phase"] == "test-time adaptation" and rec["signal"] == "SIGTERM"
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 30
+    monkeypatch.setattr(tta, "_stop_requested", lambda: None)
+    resumed = run_experiment(tiny_config("method=tent", "trainer.resume=true"), tmp_path / "cut")
+    assert resumed["resumed_from"]["step"] == 30  # no step trained twice
+    tta_full, tta_resumed = (r["metrics"]["test_time_adaptation"] for r in (full, resumed))
+    assert tta_resumed["target_test_acc"] == tta_full["target_test_acc"]

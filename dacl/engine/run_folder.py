@@ -165,7 +165,7 @@ def run_in_folder(path: str | Path, *, main: bool, resume: bool, record: dict[st
         try:
             out = execute(ctx)
         except RunInterrupted as exc:
-            folder.fail({"status": "interrupted", "error": str(exc), "step": exc.step,
+            folder.fail({"status": "interrupted", "error": str(exc), "step": exc.step, "phase": exc.phase,
                          "signal": signal.Signals(exc.signum).name, **record})
             raise
         except BaseException as exc:

@@ -20,11 +20,11 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 class RunInterrupted(DaclError):
     """A signal stopped the run; a checkpoint of the last finished step was saved."""
 
-    def __init__(self, signum: int, step: int) -> None:
-        self.signum, self.step = signum, step
-        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; a checkpoint was saved: rerun "
-                         "the same command with resume=true (trainer.resume for dacl run, train.resume for dacl "
-                         "continual) to continue")
+    def __init__(self, signum: int, step: int, phase: str = "training") -> None:
+        self.signum, self.step, self.phase = signum, step, phase
+        where = f"after step {step}" if phase == "training" else f"during {phase} (after {step} batches)"
+        super().__init__(f"interrupted by {signal.Signals(signum).name} {where}; a checkpoint was saved: rerun "
+                         "the same command with trainer.resume=true to continue")
 
 
 class _StopRequest:

@@ -17,12 +17,22 @@ import torch
 from torch import Tensor
 
 from dacl.engine.weights import WEIGHTS_FILE, load_weights, run_weights
+from dacl.engine import signals
+from dacl.engine.signals import RunInterrupted
 from dacl.errors import ConfigError, DataError
 from dacl.methods.base import Method
 from dacl.metrics import accuracy, predict_in_batches
 from dacl.registry import METHODS
 
 PROTOCOLS = ("episodic_batch", "episodic_domain", "continual")
+_stop_requested = signals.requested  # read between test batches (a flag set by the SIGTERM/SIGINT handler)
+
+
+def _check_stop(batches_done: int) -> None:
+    """Stop between two test batches when a signal asked for it (graceful_stop is active around the run)."""
+    signum = _stop_requested()
+    if signum is not None:
+        raise RunInterrupted(signum, batches_done, phase="test-time adaptation")
 
 
 def load_source_model(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
@@ -59,6 +69,7 @@ def run_tta(method: Method, domains: Sequence[tuple[str, Tensor, Tensor]], proto
         order = torch.randperm(len(x), generator=gen).to(x.device)
         correct = 0
         for start in range(0, len(x), batch_size):
+            _check_stop(start // batch_size)
             idx = order[start:start + batch_size]
             if protocol == "episodic_batch":
                 method.reset()
@@ -80,6 +91,7 @@ def fit_tta(method: Method, x: Tensor, epochs: int, batch_size: int = 64, seed: 
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen).to(x.device)
         for start in range(0, len(x) - batch_size + 1, batch_size):  # drop the ragged last batch (BN stats)
+            _check_stop(it)
             if lr_decay and optimizer is not None:
                 for group, lr0 in zip(optimizer.param_groups, base):
                     group["lr"] = lr0 * (1 + 10 * it / total) ** -0.75
