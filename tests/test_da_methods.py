@@ -290,3 +290,26 @@ def test_self_training_ema_teacher_labels_in_inference_mode_and_follows_the_stud
     plain = METHODS.build("fixmatch")
     plain.setup(model, 3)
     assert not hasattr(plain, "teacher") and plain.hparams["warmup"] == 0.0
+
+
+def test_dann_paper_network_reads_the_conv_features_with_one_hidden_layer():
+    """The DANN paper's digits net: SAME convolutions (28 px -> 7x7x48), two 100-unit Linear-ReLU layers without
+    BatchNorm before the head, and a 100-unit domain classifier on the flattened conv features."""
+    from dacl.methods.base import Batch, StepState
+    from dacl.models.classifier import build_classifier
+
+    model = build_classifier("dann_digits", 10, 3, 28, bottleneck_dim=100, bottleneck_depth=2, bottleneck_norm=False,
+                             padding=2, dropout=0.0)
+    assert model.backbone.out_features == 7 * 7 * 48
+    assert [type(m).__name__ for m in model.bottleneck] == ["Linear", "ReLU", "Linear", "ReLU"]
+    method = METHODS.build("dann", disc_hidden=100, disc_layers=1, disc_batch_norm=False, disc_input="backbone")
+    method.setup(model, 10)
+    assert [type(m).__name__ for m in method.discriminator.net] == ["Linear", "Identity", "ReLU", "Linear"]
+    assert method.discriminator.net[0].in_features == 7 * 7 * 48
+    state = StepState(0, 10, Batch(torch.randn(4, 3, 28, 28), torch.randint(0, 10, (4,)), x_target=torch.randn(4, 3, 28, 28)))
+    method.training_step(state)
+    assert state.outputs["features"].shape == (8, 7 * 7 * 48) and state.losses["domain"] > 0
+    state.total_loss().backward()
+    assert model.backbone.conv[0].weight.grad is not None and method.discriminator.net[0].weight.grad is not None
+    with pytest.raises(ConfigError, match="disc_input"):
+        METHODS.build("dann", disc_input="head").setup(model, 10)

@@ -70,18 +70,21 @@ class DANNDigitsCNN(nn.Module):
     (Linear-BN-ReLU) stands in for the paper's fully connected layers.
     """
 
-    def __init__(self, in_channels: int = 3, image_size: int = 32, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int = 3, image_size: int = 32, dropout: float = 0.0, padding: int = 0) -> None:
+        """``padding=2`` keeps each 5x5 convolution's output the size of its input ('SAME', as pumpikano/tf-dann's
+        MNIST-DANN notebook: 28 px -> 7 x 7 x 48 features); 0 is 'VALID'."""
         super().__init__()
         if image_size < 20:
             raise ConfigError(f"dann_digits needs inputs of at least 20x20, got image_size={image_size}")
         self.conv = nn.Sequential(
             # pool before ReLU (the two commute): the ReLU then touches 4x fewer values
-            nn.Conv2d(in_channels, 32, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 48, kernel_size=5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Flatten(),
+            nn.Conv2d(in_channels, 32, kernel_size=5, padding=padding), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 48, kernel_size=5, padding=padding), nn.Dropout2d(dropout), nn.MaxPool2d(2),
+            nn.ReLU(inplace=True), nn.Flatten(),
         )
         to_channels_last(self.conv)
-        side = ((image_size - 4) // 2 - 4) // 2
+        shrink = 4 - 2 * padding
+        side = ((image_size - shrink) // 2 - shrink) // 2
         self.out_features = 48 * side * side
 
     def forward(self, x: Tensor) -> Tensor:

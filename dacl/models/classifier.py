@@ -12,15 +12,21 @@ class Classifier(nn.Module):
     """``features(x)`` gives the bottleneck features DA losses align; ``forward(x)`` gives logits."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, bottleneck_dim: int = 256,
-                 bottleneck_relu: bool = True, head_weight_norm: bool = False) -> None:
+                 bottleneck_relu: bool = True, head_weight_norm: bool = False, bottleneck_depth: int = 1,
+                 bottleneck_norm: bool = True) -> None:
         """``bottleneck_relu=False`` and ``head_weight_norm=True`` give SHOT's source architecture (Liang et al.
-        2020: Linear-BN bottleneck, weight-normalised linear head)."""
+        2020: Linear-BN bottleneck, weight-normalised linear head); ``bottleneck_depth=2, bottleneck_norm=False``
+        the DANN paper's label predictor (two 100-unit Linear-ReLU layers, no BatchNorm)."""
         super().__init__()
         self.backbone = backbone
         in_dim = int(backbone.out_features)  # type: ignore[arg-type]
         if bottleneck_dim > 0:
-            layers = [nn.Linear(in_dim, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim)]
-            self.bottleneck: nn.Module = nn.Sequential(*layers, *([nn.ReLU()] if bottleneck_relu else []))
+            layers: list[nn.Module] = []
+            for i in range(bottleneck_depth):
+                layers.append(nn.Linear(in_dim if i == 0 else bottleneck_dim, bottleneck_dim))
+                layers += [nn.BatchNorm1d(bottleneck_dim)] if bottleneck_norm else []
+                layers += [nn.ReLU()] if bottleneck_relu else []
+            self.bottleneck: nn.Module = nn.Sequential(*layers)
             self.feature_dim = bottleneck_dim
         else:
             self.bottleneck = nn.Identity()
@@ -32,7 +38,12 @@ class Classifier(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.bottleneck(self.backbone(x))
 
-    def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_with_features(self, x: Tensor, layer: str = "bottleneck") -> tuple[Tensor, Tensor]:
+        """Logits and the features of ``layer``: the bottleneck's (what DA losses align by default) or the
+        backbone's (the DANN paper's discriminator reads the flattened conv features)."""
+        if layer == "backbone":
+            z = self.backbone(x)
+            return self.head(self.bottleneck(z)), z
         f = self.features(x)
         return self.head(f), f
 
@@ -42,23 +53,26 @@ class Classifier(nn.Module):
 
 def build_classifier(backbone: str, num_classes: int, in_channels: int, image_size: int,
                      bottleneck_dim: int = 256, bottleneck_relu: bool = True, head_weight_norm: bool = False,
-                     **backbone_kwargs: Any) -> Classifier:
+                     bottleneck_depth: int = 1, bottleneck_norm: bool = True, **backbone_kwargs: Any) -> Classifier:
     net = BACKBONES.build(backbone, in_channels=in_channels, image_size=image_size, **backbone_kwargs)
     return Classifier(net, num_classes=num_classes, bottleneck_dim=bottleneck_dim, bottleneck_relu=bottleneck_relu,
-                      head_weight_norm=head_weight_norm)
+                      head_weight_norm=head_weight_norm, bottleneck_depth=bottleneck_depth,
+                      bottleneck_norm=bottleneck_norm)
 
 
 class DomainDiscriminator(nn.Module):
-    """MLP domain classifier (Linear-BN-ReLU x2 -> 1 logit). Outputs logits: use BCE-with-logits (AMP safe)."""
+    """MLP domain classifier (``layers`` x Linear-BN-ReLU -> 1 logit; TLlib's is 2 x 1024 with BN, the DANN paper's
+    digits one 1 x 100 without). Outputs logits: use BCE-with-logits (AMP safe)."""
 
-    def __init__(self, in_features: int, hidden: int = 1024, batch_norm: bool = True) -> None:
+    def __init__(self, in_features: int, hidden: int = 1024, batch_norm: bool = True, layers: int = 2) -> None:
         super().__init__()
 
         def block(i: int, o: int) -> list[nn.Module]:
             norm: nn.Module = nn.BatchNorm1d(o) if batch_norm else nn.Identity()
             return [nn.Linear(i, o), norm, nn.ReLU()]
 
-        self.net = nn.Sequential(*block(in_features, hidden), *block(hidden, hidden), nn.Linear(hidden, 1))
+        blocks = [m for k in range(layers) for m in block(in_features if k == 0 else hidden, hidden)]
+        self.net = nn.Sequential(*blocks, nn.Linear(hidden, 1))
 
     def forward(self, f: Tensor) -> Tensor:
         return self.net(f).squeeze(-1)

@@ -25,13 +25,16 @@ class DomainOutputs:
     feats_t: Tensor
 
 
-def joint_forward(method: Method, state: StepState) -> DomainOutputs:
-    """One forward over cat(source, target): half the kernel launches, and BatchNorm sees both domains."""
+def joint_forward(method: Method, state: StepState, layer: str = "bottleneck") -> DomainOutputs:
+    """One forward over cat(source, target): half the kernel launches, and BatchNorm sees both domains. ``layer``:
+    whose features come back (the bottleneck's, or the backbone's for a discriminator on the conv features)."""
     b = state.batch
     if b.x_target is None:
         raise ConfigError(f"method '{method.registry_name}' needs unlabelled target batches: use it with a DA benchmark")
     n_s = b.x.shape[0]
-    logits, feats = method.model.forward_with_features(torch.cat([b.x, b.x_target]))
+    x = torch.cat([b.x, b.x_target])
+    logits, feats = (method.model.forward_with_features(x) if layer == "bottleneck"
+                     else method.model.forward_with_features(x, layer=layer))
     out = DomainOutputs(logits[:n_s], logits[n_s:], feats[:n_s], feats[n_s:])
     state.outputs.update(logits=out.logits_s, logits_target=out.logits_t, features=feats)
     state.losses["cls"] = F.cross_entropy(out.logits_s, b.y)

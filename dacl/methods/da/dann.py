@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dacl.errors import ConfigError
 from dacl.methods.base import Method, StepState
 from dacl.methods.da.common import joint_forward
 from dacl.models.classifier import DomainDiscriminator
@@ -28,13 +29,23 @@ class DANN(Method):
         "grl_warmup_steps": None,  # p = step / grl_warmup_steps; None: p = step / max_steps (Ganin's schedule)
         "grl_max": 1.0,
         "disc_lr_mult": 1.0,
+        "disc_layers": 2,          # hidden layers (TLlib: 2 x 1024 with BN; the paper's digits net: 1 x 100)
+        "disc_batch_norm": True,
+        "disc_input": "bottleneck",  # bottleneck | backbone (the paper's digits net: the flattened conv features)
     }
 
     def setup(self, model, num_classes: int) -> None:
         super().setup(model, num_classes)
-        self.discriminator = DomainDiscriminator(self.discriminator_input_dim(), hidden=self.hparams["disc_hidden"])
+        if self.hparams["disc_input"] not in ("bottleneck", "backbone"):
+            raise ConfigError(f"{self.registry_name}.disc_input must be 'bottleneck' or 'backbone', "
+                              f"got '{self.hparams['disc_input']}'")
+        self.discriminator = DomainDiscriminator(self.discriminator_input_dim(), hidden=self.hparams["disc_hidden"],
+                                                 batch_norm=self.hparams["disc_batch_norm"],
+                                                 layers=self.hparams["disc_layers"])
 
     def discriminator_input_dim(self) -> int:
+        if self.hparams["disc_input"] == "backbone":
+            return int(self.model.backbone.out_features)
         return self.model.feature_dim
 
     def param_groups(self):
@@ -61,5 +72,5 @@ class DANN(Method):
             state.logs["grl_coeff"] = torch.tensor(coeff)
 
     def training_step(self, state: StepState) -> None:
-        out = joint_forward(self, state)  # one forward over source+target; BN sees both domains
+        out = joint_forward(self, state, self.hparams["disc_input"])  # one forward over source+target
         self.domain_loss(state.outputs["features"], out.feats_s.shape[0], state)
