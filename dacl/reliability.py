@@ -130,6 +130,23 @@ def _malicious_checkpoint(tmp: Path) -> Outcome:
                    proc.returncode == 2 and not ran and "cannot be loaded safely" in proc.stderr)
 
 
+def _malicious_weights(tmp: Path) -> Outcome:
+    """A shared weights file that pickles code, handed to a fine-tuning baseline as its pre-trained model."""
+    marker = tmp / "pwned"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"head.weight": RunsCode()}, tmp / "model.pt")
+    args = ["run", *FAST, "method=linear_probe", f"method.checkpoint={tmp / 'model.pt'}", f"hydra.run.dir={tmp / 'run'}"]
+    proc = _dacl(args, tmp)
+    ran = marker.exists()
+    return Outcome(_cmd(args) + "  (model.pt pickles os.system)",
+                   f"exit {proc.returncode}: {_error_line(proc)}; payload {'RAN' if ran else 'not run'}",
+                   proc.returncode == 2 and not ran and "not a weights file dacl can read" in proc.stderr)
+
+
 def _bad_data(case: str) -> Callable[[Path], Outcome]:
     def run(tmp: Path) -> Outcome:
         source, target, words = bad_data_cases()[case]
@@ -276,7 +293,9 @@ def _stale_result(tmp: Path) -> Outcome:
 def cases() -> list[Case]:
     one_line = "one `dacl: error:` line naming the file and the fix, exit 2, no run folder"
     out = [Case("malicious checkpoint on resume", "refused with one error line; its pickled code never runs",
-                _malicious_checkpoint)]
+                _malicious_checkpoint),
+           Case("malicious pre-trained weights for fine-tuning", "refused with one error line; its pickled code never "
+                "runs (runs share weights as model.safetensors, which holds no code)", _malicious_weights)]
     out += [Case(f"bad data: {name}", one_line, _bad_data(name)) for name in bad_data_cases()]
     out += [Case("bad data: a folder where mnist.npz should be", one_line, _folder_for_file),
             Case("bad data: an unreadable file", one_line, _unreadable_file)]
