@@ -313,3 +313,43 @@ def test_dann_paper_network_reads_the_conv_features_with_one_hidden_layer():
     assert model.backbone.conv[0].weight.grad is not None and method.discriminator.net[0].weight.grad is not None
     with pytest.raises(ConfigError, match="disc_input"):
         METHODS.build("dann", disc_input="head").setup(model, 10)
+
+
+def test_cdan_authors_recipe_parts():
+    """thuml/CDAN's digits recipe: entropy weights normalised within each domain, a source-only start during which the
+    discriminator gets no loss, a discriminator with dropout whose lr the schedule leaves alone, and the lr halved at
+    the start of every decay_epochs-th epoch."""
+    from dacl.engine.optim import SCHEDULES
+    from dacl.methods.base import Batch, StepState
+
+    probs = torch.tensor([[0.98, 0.01, 0.01], [0.9, 0.05, 0.05], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.25, 0.25]])
+    w = entropy_weights(probs, n_source=2)
+    assert float(w[:2].sum()) == pytest.approx(float(w[2:].sum()))  # each domain carries half of the loss
+    assert float(w.mean()) == pytest.approx(1.0) and w[0] > w[1] and w[3] > w[2]
+    step = SCHEDULES.get("step")(max_steps=100, steps_per_epoch=10, decay_epochs=5, factor=0.5)
+    assert [step(s) for s in (0, 39, 40, 89, 90)] == [1.0, 1.0, 0.5, 0.5, 0.25]  # epochs 1-4, 5-9, 10
+
+    class Net(torch.nn.Module):
+        feature_dim = 3
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward_with_features(self, x):
+            f = self.lin(x.flatten(1))
+            return f, f
+
+    method = METHODS.build("cdan_e", adapt_after=5, disc_dropout=0.5, disc_lr_schedule=False, entropy_norm="per_domain",
+                           randomized=False, disc_hidden=8)
+    method.setup(Net(), 3)
+    assert any(isinstance(m, torch.nn.Dropout) for m in method.discriminator.net)
+    assert [g.get("scheduled", True) for g in method.param_groups()] == [True, False]
+    batch = Batch(torch.randn(4, 1, 2, 2), torch.randint(0, 3, (4,)), x_target=torch.randn(4, 1, 2, 2))
+    early, late = StepState(4, 100, batch), StepState(5, 100, batch)
+    method.training_step(early)
+    method.training_step(late)
+    assert "domain" not in early.losses and "domain" in late.losses
+    assert method.grl_coeff(late) == pytest.approx(0.0)  # the warm start counts from adaptation's start
+    with pytest.raises(ConfigError, match="entropy_norm"):
+        METHODS.build("cdan_e", entropy_norm="global").setup(Net(), 3)

@@ -203,3 +203,16 @@ def test_target_entropy_plugin_lowers_target_entropy(tiny_config, tmp_path):
 def test_source_only_learns_the_source_task(tiny_config, tmp_path):
     _, source_val_acc = _target_entropy_after(tiny_config, tmp_path)
     assert source_val_acc > 0.6, f"source validation accuracy {source_val_acc:.3f} after 60 steps (chance 0.1)"
+
+
+def test_a_param_group_can_keep_its_lr_while_the_schedule_decays_the_rest(tiny_config, synthetic_pair, tmp_path):
+    """thuml/CDAN halves the network's lr and leaves the discriminator's: disc_lr_schedule=false."""
+    cfg = OmegaConf.to_container(tiny_config("method=cdan_e", "method.disc_lr_schedule=false", "trainer.schedule=step",
+                                             "+trainer.schedule_kwargs={steps_per_epoch: 5, decay_epochs: 2}"),
+                                 resolve=True)
+    method = build_method(cfg, synthetic_pair)
+    trainer = Trainer(method, synthetic_pair, TrainerConfig.from_dict({**cfg["trainer"], "save_model": False}), tmp_path)
+    trainer.fit()
+    network, discriminator = (g["lr"] for g in trainer.optimizer.param_groups)
+    base = cfg["trainer"]["lr"]
+    assert network == pytest.approx(base * 0.5 ** 3) and discriminator == pytest.approx(base)  # epochs 2, 4, 6 of 30 steps

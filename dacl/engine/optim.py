@@ -63,6 +63,14 @@ def dann_progress(max_steps: int, alpha: float = 10.0, power: float = 0.75, **_:
     return lambda step: (1.0 + alpha * step / max(1, max_steps)) ** (-power)
 
 
+@SCHEDULES.register("step")
+def step_decay(max_steps: int, steps_per_epoch: int = 1000, decay_epochs: int = 5, factor: float = 0.5,
+               **_: Any) -> Schedule:
+    """lr x ``factor`` at the start of every ``decay_epochs``-th epoch (1-based), as thuml/CDAN's digits script
+    (``if epoch % decay_epoch == 0: lr *= 0.5``)."""
+    return lambda step: factor ** ((step // max(1, steps_per_epoch) + 1) // max(1, decay_epochs))
+
+
 @SCHEDULES.register("cosine")
 def warmup_cosine(max_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0, **_: Any) -> Schedule:
     """Linear warm-up to the base LR, then cosine decay to ``min_ratio`` x base."""

@@ -101,6 +101,10 @@ class TrainerConfig:
 RUNTIME_OPTIONS = frozenset(k.split(".", 1)[1] for k in RUNTIME_KEYS["run"] if k.startswith("trainer."))
 
 
+def _constant_lr(step: int) -> float:
+    return 1.0
+
+
 def check_device_name(name: str) -> None:
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or another device torch knows; a typo is a one-line error."""
     if name == "auto":
@@ -259,7 +263,9 @@ class Trainer:
             opt_kwargs = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=cfg.nesterov)
             self.optimizer = OPTIMIZERS.get(cfg.optimizer)(self.method.param_groups(), **opt_kwargs)
             lr_lambda = SCHEDULES.get(cfg.schedule)(max_steps=st.steps, **cfg.schedule_kwargs)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+            # a group may keep its learning rate (thuml/CDAN decays the network's lr, not the discriminator's)
+            per_group = [lr_lambda if g.get("scheduled", True) else _constant_lr for g in self.optimizer.param_groups]
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, per_group)
         self._opened = k
 
     # --- checkpointing ----------------------------------------------------------------------------

@@ -64,12 +64,13 @@ class DomainDiscriminator(nn.Module):
     """MLP domain classifier (``layers`` x Linear-BN-ReLU -> 1 logit; TLlib's is 2 x 1024 with BN, the DANN paper's
     digits one 1 x 100 without). Outputs logits: use BCE-with-logits (AMP safe)."""
 
-    def __init__(self, in_features: int, hidden: int = 1024, batch_norm: bool = True, layers: int = 2) -> None:
+    def __init__(self, in_features: int, hidden: int = 1024, batch_norm: bool = True, layers: int = 2,
+                 dropout: float = 0.0) -> None:
         super().__init__()
 
         def block(i: int, o: int) -> list[nn.Module]:
             norm: nn.Module = nn.BatchNorm1d(o) if batch_norm else nn.Identity()
-            return [nn.Linear(i, o), norm, nn.ReLU()]
+            return [nn.Linear(i, o), norm, nn.ReLU(), *([nn.Dropout(dropout)] if dropout else [])]
 
         blocks = [m for k in range(layers) for m in block(in_features if k == 0 else hidden, hidden)]
         self.net = nn.Sequential(*blocks, nn.Linear(hidden, 1))

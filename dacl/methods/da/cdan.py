@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dacl.errors import ConfigError
 from dacl.methods.base import StepState
 from dacl.methods.da.common import joint_forward
 from dacl.methods.da.dann import DANN
@@ -38,9 +39,13 @@ class MultilinearMap(nn.Module):
         return torch.bmm(g.unsqueeze(2), f.unsqueeze(1)).flatten(1)
 
 
-def entropy_weights(probs: Tensor) -> Tensor:
-    """CDAN+E's 1 + exp(-H(p)), normalised to mean 1 within the batch (so the loss scale matches CDAN)."""
+def entropy_weights(probs: Tensor, n_source: int | None = None) -> Tensor:
+    """CDAN+E's 1 + exp(-H(p)), normalised to mean 1 within the batch (so the loss scale matches CDAN). With
+    ``n_source``, normalised within each domain first, as thuml/CDAN's loss.py (source and target weights each sum
+    to one): each domain then carries half of the loss however confident its examples are."""
     w = 1.0 + torch.exp(-entropy_of_probs(probs, eps=1e-5))
+    if n_source is not None:
+        w = torch.cat([w[:n_source] / w[:n_source].sum(), w[n_source:] / w[n_source:].sum()])
     return w / w.sum() * w.shape[0]
 
 
@@ -54,10 +59,13 @@ class CDAN(DANN):
         "randomized": "auto",           # auto: randomize when d_f x C > max_exact_dim; or true / false
         "randomized_dim": 1024,
         "max_exact_dim": 4096,
+        "entropy_norm": "batch",        # batch | per_domain (thuml/CDAN: weights normalised within each domain)
     }
 
     def setup(self, model, num_classes: int) -> None:
         hp = self.hparams
+        if hp["entropy_norm"] not in ("batch", "per_domain"):
+            raise ConfigError(f"{self.registry_name}.entropy_norm must be 'batch' or 'per_domain', got '{hp['entropy_norm']}'")
         exact_dim = model.feature_dim * num_classes
         randomized = exact_dim > hp["max_exact_dim"] if hp["randomized"] == "auto" else bool(hp["randomized"])
         self.map = MultilinearMap(model.feature_dim, num_classes, hp["randomized_dim"] if randomized else None)
@@ -70,7 +78,8 @@ class CDAN(DANN):
         out = joint_forward(self, state)
         f = state.outputs["features"]  # source rows first, as joint_forward computed them
         g = F.softmax(torch.cat([out.logits_s, out.logits_t]).float(), dim=1).detach()
-        weight = entropy_weights(g) if self.hparams["entropy"] else None
+        per_domain = self.hparams["entropy_norm"] == "per_domain"
+        weight = entropy_weights(g, out.feats_s.shape[0] if per_domain else None) if self.hparams["entropy"] else None
         self.domain_loss(self.map(f.float(), g), out.feats_s.shape[0], state, weight)
 
 

@@ -32,6 +32,9 @@ class DANN(Method):
         "disc_layers": 2,          # hidden layers (TLlib: 2 x 1024 with BN; the paper's digits net: 1 x 100)
         "disc_batch_norm": True,
         "disc_input": "bottleneck",  # bottleneck | backbone (the paper's digits net: the flattened conv features)
+        "disc_dropout": 0.0,       # dropout after each hidden layer (thuml/CDAN's AdversarialNetwork: 0.5)
+        "disc_lr_schedule": True,  # false: the discriminator keeps its lr while the network's follows the schedule
+        "adapt_after": 0,          # source-only steps first; the GRL warm start counts from here
     }
 
     def setup(self, model, num_classes: int) -> None:
@@ -41,7 +44,8 @@ class DANN(Method):
                               f"got '{self.hparams['disc_input']}'")
         self.discriminator = DomainDiscriminator(self.discriminator_input_dim(), hidden=self.hparams["disc_hidden"],
                                                  batch_norm=self.hparams["disc_batch_norm"],
-                                                 layers=self.hparams["disc_layers"])
+                                                 layers=self.hparams["disc_layers"],
+                                                 dropout=self.hparams["disc_dropout"])
 
     def discriminator_input_dim(self) -> int:
         if self.hparams["disc_input"] == "backbone":
@@ -51,17 +55,21 @@ class DANN(Method):
     def param_groups(self):
         return [
             {"params": [p for p in self.model.parameters() if p.requires_grad], "lr_mult": 1.0},
-            {"params": list(self.discriminator.parameters()), "lr_mult": self.hparams["disc_lr_mult"]},
+            {"params": list(self.discriminator.parameters()), "lr_mult": self.hparams["disc_lr_mult"],
+             "scheduled": self.hparams["disc_lr_schedule"]},
         ]
 
     def grl_coeff(self, state: StepState) -> float:
-        warmup = self.hparams["grl_warmup_steps"]
-        progress = state.progress if warmup is None else state.step / max(1, warmup)
+        warmup, start = self.hparams["grl_warmup_steps"], self.hparams["adapt_after"]
+        progress = (state.step - start) / max(1, (warmup or state.max_steps - start))
         return grl_coefficient(progress, alpha=self.hparams["grl_alpha"], high=self.hparams["grl_max"])
 
     def domain_loss(self, disc_input: torch.Tensor, n_source: int, state: StepState,
                     weight: torch.Tensor | None = None) -> None:
-        """Gradient-reversed discriminator loss on ``disc_input`` (source rows first); shared with CDAN."""
+        """Gradient-reversed discriminator loss on ``disc_input`` (source rows first); shared with CDAN. None during
+        the first ``adapt_after`` steps (source-only: the discriminator is not trained either)."""
+        if state.step < self.hparams["adapt_after"]:
+            return
         coeff = self.grl_coeff(state)
         d_logits = self.discriminator(reverse_gradient(disc_input, coeff))
         d_labels = torch.cat([d_logits.new_ones(n_source), d_logits.new_zeros(disc_input.shape[0] - n_source)])
