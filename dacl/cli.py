@@ -253,6 +253,8 @@ def cmd_reproduce(args: list[str]) -> None:
     ap.add_argument("--out", type=Path, default=None, help="folder for the table (default: where it is committed)")
     ap.add_argument("--data-root", default=None, help="dataset folder, e.g. ../shared/data")
     ap.add_argument("--runs", type=Path, default=Path("runs"), help="parent folder of the run folders")
+    ap.add_argument("--launcher", default=None, help="a Hydra launcher for every run, as `dacl run -m "
+                    "hydra/launcher=...` (e.g. submitit_slurm; configure it with hydra.launcher.* runtime overrides)")
     ap.add_argument("overrides", nargs="*", help="runtime overrides for every run, e.g. trainer.device=cuda")
     ns = ap.parse_intermixed_args(args)
     if ns.list:
@@ -261,7 +263,7 @@ def cmd_reproduce(args: list[str]) -> None:
     if ns.jobs < 1:
         _fail(f"--jobs must be at least 1, got {ns.jobs}")
     opts = Options(collect_only=ns.collect_only, quick=ns.quick, jobs=ns.jobs, out=ns.out, data_root=ns.data_root,
-                   runs=ns.runs.resolve(), extra=tuple(ns.overrides))
+                   runs=ns.runs.resolve(), extra=tuple(ns.overrides), launcher=ns.launcher)
     if ns.all:
         failed = reproduce_all(opts)
         if failed:

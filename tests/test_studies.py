@@ -157,3 +157,18 @@ paper:
     lines.clear()
     reproduce("cl", Options(runs=tmp_path / "runs", echo=lines.append))
     assert not any(line.startswith("[") for line in lines)  # everything is in the archive: nothing runs again
+
+
+@pytest.mark.slow
+def test_reproduce_runs_each_point_through_a_hydra_launcher(tmp_path, monkeypatch):
+    """--launcher submitit_slurm on a cluster; submitit_local here: the same one-job multirun per grid point."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the 'cluster' extra (make installs it)")
+    studies = tmp_path / "studies"
+    _tiny_study(studies)
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    lines: list[str] = []
+    reproduce("tiny", Options(runs=tmp_path / "runs", launcher="submitit_local", echo=lines.append))
+    archive = read_archive(studies / "tables" / "tiny.runs.jsonl")
+    assert sorted(r["method"] for r in archive) == ["dann", "source_only"] and all(r["status"] == "ok" for r in archive)
+    assert len(list((tmp_path / "runs").rglob("multirun.yaml"))) == 2  # each ran as a one-job multirun
+    assert list((tmp_path / "runs").rglob(".submitit"))  # through submitit's launcher

@@ -39,6 +39,7 @@ class Options:
     data_root: str | None = None
     runs: Path = REPO / "runs"       # parent of the run folders
     extra: tuple[str, ...] = ()      # runtime overrides for every run (e.g. trainer.device=cuda)
+    launcher: str | None = None      # a Hydra launcher (e.g. submitit_slurm): each run is a one-job multirun through it
     echo: Callable[[str], None] = lambda line: print(line, flush=True)
 
 
@@ -84,8 +85,10 @@ def _launch(study: Study, point: Point, opts: Options) -> dict[str, Any] | None:
         return done
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                 str(point.processes)] if point.processes > 1 else [sys.executable]
-    cmd = [*launcher, "-m", "dacl", study.command, *point.overrides, *study.runtime, *opts.extra,
-           RESUME_KEY, f"hydra.run.dir={folder}"]
+    multirun, where = ([], [f"hydra.run.dir={folder}"]) if opts.launcher is None else \
+        (["-m"], [f"hydra/launcher={opts.launcher}", f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=."])
+    cmd = [*launcher, "-m", "dacl", study.command, *multirun, *point.overrides, *study.runtime, *opts.extra, RESUME_KEY,
+           *where]
     if opts.data_root:
         cmd.append(f"data_root={opts.data_root}")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -157,7 +160,8 @@ def reproduce(name: str, opts: Options) -> Path:
     if study.kind not in RENDERERS:
         raise ConfigError(f"{study.source}: unknown kind '{study.kind}'; kinds: {', '.join([*RENDERERS, 'script'])}")
     for item in opts.extra:
-        if classify(item.partition("=")[0], study.command) != "runtime":
+        key = item.partition("=")[0]
+        if not key.startswith("hydra.") and classify(key, study.command) != "runtime":
             raise ConfigError(f"'{item}' could change a result; the grid lives in {study.source.relative_to(REPO)}. "
                               "Extra overrides may only be runtime ones (threads, device, paths)")
     archive = archive_path(study)
