@@ -353,3 +353,17 @@ def test_cdan_authors_recipe_parts():
     assert method.grl_coeff(late) == pytest.approx(0.0)  # the warm start counts from adaptation's start
     with pytest.raises(ConfigError, match="entropy_norm"):
         METHODS.build("cdan_e", entropy_norm="global").setup(Net(), 3)
+
+
+def test_tf_dann_initialisation_sets_every_layer():
+    from dacl.models.classifier import build_classifier, init_weights
+
+    model = build_classifier("dann_digits", 10, 3, 28, bottleneck_dim=100, bottleneck_depth=2, bottleneck_norm=False,
+                             padding=2, weight_init="truncated_normal")
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 5 and all(torch.all(m.bias == 0.1) for m in layers)
+    assert all(float(m.weight.abs().max()) <= 0.2 and 0.07 < float(m.weight.std()) < 0.1 for m in layers)
+    default = build_classifier("dann_digits", 10, 3, 28, bottleneck_dim=100, padding=2)
+    assert float(default.bottleneck[0].weight.std()) < 0.02  # PyTorch's default: ~8x smaller on the 2352-wide layer
+    with pytest.raises(ConfigError, match="weight_init"):
+        init_weights(model, "xavier")

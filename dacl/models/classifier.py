@@ -5,6 +5,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from dacl.errors import ConfigError
 from dacl.registry import BACKBONES
 
 
@@ -51,13 +52,31 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
+WEIGHT_INITS = ("default", "truncated_normal")
+
+
+def init_weights(module: nn.Module, scheme: str = "default") -> nn.Module:
+    """``default`` keeps PyTorch's initialisation; ``truncated_normal`` is TensorFlow tutorials' (and tf-dann's)
+    weight_variable / bias_variable: every Conv/Linear weight ~ N(0, 0.1) truncated at 2 std, every bias 0.1."""
+    if scheme not in WEIGHT_INITS:
+        raise ConfigError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got '{scheme}'")
+    if scheme == "truncated_normal":
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0.1)
+    return module
+
+
 def build_classifier(backbone: str, num_classes: int, in_channels: int, image_size: int,
                      bottleneck_dim: int = 256, bottleneck_relu: bool = True, head_weight_norm: bool = False,
-                     bottleneck_depth: int = 1, bottleneck_norm: bool = True, **backbone_kwargs: Any) -> Classifier:
+                     bottleneck_depth: int = 1, bottleneck_norm: bool = True, weight_init: str = "default",
+                     **backbone_kwargs: Any) -> Classifier:
     net = BACKBONES.build(backbone, in_channels=in_channels, image_size=image_size, **backbone_kwargs)
-    return Classifier(net, num_classes=num_classes, bottleneck_dim=bottleneck_dim, bottleneck_relu=bottleneck_relu,
-                      head_weight_norm=head_weight_norm, bottleneck_depth=bottleneck_depth,
-                      bottleneck_norm=bottleneck_norm)
+    return init_weights(Classifier(net, num_classes=num_classes, bottleneck_dim=bottleneck_dim,
+                                   bottleneck_relu=bottleneck_relu, head_weight_norm=head_weight_norm,
+                                   bottleneck_depth=bottleneck_depth, bottleneck_norm=bottleneck_norm), weight_init)
 
 
 class DomainDiscriminator(nn.Module):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dacl.errors import ConfigError
 from dacl.methods.base import Method, StepState
 from dacl.methods.da.common import joint_forward
-from dacl.models.classifier import DomainDiscriminator
+from dacl.models.classifier import DomainDiscriminator, init_weights
 from dacl.models.grl import grl_coefficient, reverse_gradient
 from dacl.registry import METHODS
 
@@ -35,6 +35,7 @@ class DANN(Method):
         "disc_dropout": 0.0,       # dropout after each hidden layer (thuml/CDAN's AdversarialNetwork: 0.5)
         "disc_lr_schedule": True,  # false: the discriminator keeps its lr while the network's follows the schedule
         "adapt_after": 0,          # source-only steps first; the GRL warm start counts from here
+        "disc_init": "default",    # default | truncated_normal (tf-dann's N(0, 0.1) weights, 0.1 biases)
     }
 
     def setup(self, model, num_classes: int) -> None:
@@ -46,6 +47,7 @@ class DANN(Method):
                                                  batch_norm=self.hparams["disc_batch_norm"],
                                                  layers=self.hparams["disc_layers"],
                                                  dropout=self.hparams["disc_dropout"])
+        init_weights(self.discriminator, self.hparams["disc_init"])
 
     def discriminator_input_dim(self) -> int:
         if self.hparams["disc_input"] == "backbone":
