@@ -140,6 +140,9 @@ def validator_study(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
     from dacl.analysis.validator_study import study as validator_scores
 
     runs = [r for r in ok if r.get("history")]
+    if not runs:
+        return f"# {study.title}\n\nNo finished run with an evaluation history yet.\n" + _tail(notes, provenance), \
+            Rendered([], "no finished run yet")
     s = validator_scores(runs)
     methods = s["methods"]
     trials: dict[str, set[Any]] = defaultdict(set)
