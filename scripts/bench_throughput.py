@@ -77,7 +77,7 @@ def main() -> None:
     lines = [",".join(header)]
     md = [f"# Training throughput ({device.type})", "", f"Hardware: {json.dumps(hardware(device))}", "",
           "A DA step processes the source batch *and* an equal target batch, so its step cost is compared both per step "
-          "and per image. Reference from the issue: TLlib's `dann.py` with its own MNIST->USPS settings (same LeNet, "
+          "and per image. Reference: TLlib's `dann.py` with its own MNIST->USPS settings (same LeNet, "
           "128 + 128) runs ~1,530 images/s (168 ms per step) on this kind of 2-core machine. Every DA method below "
           "processes 2x the images of source_only per step; `self_training` forwards 3 views (source, weak and strong "
           "target) and `deepjdot` solves an exact EMD (POT network simplex, CPU) on every 128 x 128 batch.", "",

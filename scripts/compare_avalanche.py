@@ -34,7 +34,7 @@ from dacl.models.classifier import build_classifier  # noqa: E402
 from dacl.registry import METHODS, PLUGINS, STREAMS  # noqa: E402
 from dacl.reporting import COLUMNS, format_mean_std, mean_std, to_csv  # noqa: E402
 
-# Measured by the issue's author with avalanche-lib 0.6.0 on this kind of machine (Split MNIST class-IL, MLP 2x400,
+# Measured by an earlier reviewer with avalanche-lib 0.6.0 on this kind of machine (Split MNIST class-IL, MLP 2x400,
 # 2 epochs per experience, batch 128, 3 seeds): accuracy %, stream images/s.
 ISSUE_REFERENCE = {"naive": (19.6, 12600), "ewc": (19.6, 6900), "replay": (93.0, 8400)}
 # dacl variants with no separate Avalanche run: replay_eb is dacl's replay with Avalanche's buffer policy
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--mem-size", type=int, default=2000)
     ap.add_argument("--optimizer-state", choices=("keep", "reset"), default="keep",
                     help="Adam's moments across experiences, in both frameworks: keep (avalanche-lib 0.6's default, "
-                         "under which the issue's reference numbers were measured) or reset (dacl continual's default)")
+                         "under which the reference numbers were measured) or reset (dacl continual's default)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="paper_results/continual/avalanche_split_mnist_class")
     ap.add_argument("--note", action="append", default=[], help="extra line for the table's notes (e.g. machine load)")
@@ -164,7 +164,7 @@ def main() -> None:
           f"({'state kept across experiences' if args.optimizer_state == 'keep' else 'state reset per experience'}, in both), "
           f"{args.epochs} epochs per experience, batch {args.batch_size}, one 10-way head with no masking of unseen classes "
           "(Avalanche's default), same evaluator. Accuracy = mean over the 5 tasks after the last one (%).", "",
-          "| strategy | framework | avg acc | forgetting | stream images/s | step cost vs own naive | issue's avalanche reference (acc / img/s) |",
+          "| strategy | framework | avg acc | forgetting | stream images/s | step cost vs own naive | avalanche reference (acc / img/s) |",
           "|---|---|---|---|---|---|---|", *lines, "",
           "## Why the numbers can differ", "",
           f"- EWC (lambda {args.ewc_lambda:g} in both): dacl's Fisher is the mean of *per-example* squared gradients; Avalanche's "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tuning baselines on digits (issue 6): backbones dacl pre-trains on MNIST, adapted to USPS / MNIST-M.
+"""Fine-tuning baselines on digits: backbones dacl pre-trains on MNIST, adapted to USPS / MNIST-M.
 
     python scripts/reproduce_finetune.py --data-root ../shared/data                    # table + curve
     python scripts/reproduce_finetune.py --data-root ../shared/data --tasks mnistm --parts table --out paper_results/finetune/mnistm

