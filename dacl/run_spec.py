@@ -49,7 +49,9 @@ def classify(key: str, kind: str = "run") -> str | None:
     """'runtime', 'result', or None for a key nobody has classified yet."""
     if key in RUNTIME_KEYS[kind]:
         return "runtime"
-    if key in RESULT_OPTIONS[kind] or key.split(".", 1)[0] in RESULT_SECTIONS[kind]:
+    parts = key.split(".")
+    prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}  # trainer.schedule_kwargs.x is an option's
+    if prefixes & RESULT_OPTIONS[kind] or parts[0] in RESULT_SECTIONS[kind]:
         return "result"
     return None
 
