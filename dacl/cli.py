@@ -298,8 +298,32 @@ def cmd_collect(args: list[str]) -> None:
     print(md.read_text())
 
 
+def cmd_data(args: list[str]) -> None:
+    """Dataset utilities: ``dacl data synth <benchmark> --images N --out DIR`` writes a synthetic tree in the
+    benchmark's published layout (for tests, throughput benchmarks and trying a recipe without the data)."""
+    import argparse
+
+    from dacl.data.synth import WRITERS, write_synthetic
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            _fail(f"data: {message} (`dacl data synth --help`)")
+
+    ap = Parser(prog="dacl data", description="Dataset utilities.")
+    sub = ap.add_subparsers(dest="action", required=True)
+    synth = sub.add_parser("synth", help="write a synthetic tree in a benchmark's on-disk layout")
+    synth.add_argument("benchmark", help=f"one of {', '.join(WRITERS)}")
+    synth.add_argument("--images", type=int, default=1000, help="how many images (split over its lists / classes)")
+    synth.add_argument("--out", required=True, help="folder to write into (the dataset's own folder goes inside)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=1, help="processes encoding images")
+    ns = ap.parse_args(args)
+    print(write_synthetic(ns.benchmark, ns.out, ns.images, ns.seed, ns.workers))
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {"run": cmd_run, "continual": cmd_continual, "list": cmd_list,
-                                                     "demo": cmd_demo, "reproduce": cmd_reproduce, "collect": cmd_collect}
+                                                     "demo": cmd_demo, "reproduce": cmd_reproduce, "collect": cmd_collect,
+                                                     "data": cmd_data}
 USAGE = """usage: dacl <command> [args]
 
 commands:
@@ -312,6 +336,8 @@ commands:
   reproduce <study>         run what a committed table lacks and re-make it (configs/study/*.yaml);
                             --list, --collect-only, --quick, --jobs N, --out DIR, --data-root DIR
   collect <run folders> --out PREFIX   any sweep's runs -> PREFIX.md / .csv / .runs.jsonl
+  data synth <benchmark> --images N --out DIR   a synthetic tree in a benchmark's on-disk layout (office31,
+                            officehome, visda2017, domainnet, cifar10, cifar100, cifar10_c, tiny_imagenet, imagenet_c)
 """
 
 

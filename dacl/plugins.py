@@ -34,6 +34,8 @@ BUILTIN_MODULES = (
     "dacl.models.text",
     "dacl.data.sources",
     "dacl.data.office",
+    "dacl.data.cifar",
+    "dacl.data.imagenet",
     "dacl.data.streams",
     "dacl.benchmarks",
     "dacl.methods",

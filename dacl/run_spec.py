@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 # Keys that can never change a result, per command (`dacl run`, `dacl continual`).
 RUNTIME_KEYS: dict[str, frozenset[str]] = {
-    "run": frozenset({"data_root", "download", "tag", "trainer.threads", "trainer.progress", "trainer.resume",
+    "run": frozenset({"data_root", "download", "tag", "benchmark.workers", "trainer.threads", "trainer.progress", "trainer.resume",
                       "trainer.device", "trainer.tensorboard", "trainer.log_every", "trainer.ckpt_every",
                       "trainer.save_model"}),
     "continual": frozenset({"data_root", "download", "tag", "trainer.device", "trainer.threads", "trainer.resume",
@@ -30,9 +30,10 @@ RESULT_OPTIONS: dict[str, frozenset[str]] = {
     "run": frozenset(f"trainer.{k}" for k in (
         "max_steps", "batch_size", "target_batch_size", "optimizer", "lr", "weight_decay", "momentum", "nesterov",
         "schedule", "schedule_kwargs", "grad_clip", "eval_every", "eval_batch_size", "amp", "validators",
-        "channels_last", "reset_optimizer")),
+        "channels_last", "reset_optimizer", "backbone_lr_mult")),
     "continual": frozenset(f"trainer.{k}" for k in (
-        "steps_per_task", "epochs_per_task", "batch_size", "optimizer", "lr", "weight_decay", "reset_optimizer",
+        "steps_per_task", "epochs_per_task", "batch_size", "optimizer", "lr", "weight_decay", "momentum",
+        "reset_optimizer",
         "mask_unseen_classes", "eval_batch_size", "amp", "grad_clip")),
 }
 

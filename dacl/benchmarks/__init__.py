@@ -1,4 +1,5 @@
-"""Benchmarks (registered presets that load data as device tensors)."""
+"""Benchmarks (registered presets that load data as device tensors, or stream it from image files)."""
+from dacl.benchmarks import image_lists  # noqa: F401  (Office-31, Office-Home, VisDA-2017, DomainNet)
 from dacl.benchmarks import text  # noqa: F401  (registers the blitzer text benchmark; transformers loads lazily)
 from dacl.benchmarks.domain_pair import DomainPair, load_domain_pair, register_pair
 

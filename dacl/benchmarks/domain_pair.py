@@ -111,6 +111,20 @@ register_pair("digits_offline", "mnist_5k", "uci_digits", **GREY28)
 # backbone adapted to USPS with the baselines; benchmark.max_source_train=N keeps N labelled examples.
 register_pair("usps_usps", "usps", "usps", **GREY28)
 register_pair("mnistm_mnistm", "mnist_m", "mnist_m", **RGB32)
+# Test-time adaptation to corruptions: CIFAR-10 (binary version) -> one CIFAR-10-C corruption at one severity; the
+# config's target dict picks them (configs/benchmark/cifar10_c.yaml).
+CIFAR32 = {"image_size": 32, "channels": 3, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+
+
+@BENCHMARKS.register("cifar10_c")
+def cifar10_c_pair(source: str | dict = "cifar10", target: dict | None = None, **overrides: Any) -> DomainPair:
+    """CIFAR-10 -> one CIFAR-10-C corruption at one severity (32 px); named per cell (cifar10_c_fog5), so a table
+    keeps every corruption apart."""
+    target = {"name": "cifar10_c", "corruption": "gaussian_noise", "severity": 5, **(target or {})}
+    name = f"cifar10_c_{target['corruption']}{target['severity']}"
+    return load_domain_pair(source, target, name=name, **{**CIFAR32, **overrides})
+
+
 # Tiny controlled shift for tests: UCI digits -> low-contrast, brightened, noisy UCI digits.
 register_pair("synthetic_shift", "uci_digits", "uci_digits_shifted", **GREY28)
 

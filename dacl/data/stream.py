@@ -18,7 +18,7 @@ class BatchStream:
         """``shard``: under DDP, this process's slice of each global batch (every rank draws the same permutation)."""
         if batch_size > size:
             raise ConfigError(f"batch size {batch_size} exceeds the {size} available examples; lower the batch size")
-        self.size, self.batch_size, self.device = size, batch_size, torch.device(device)
+        self.size, self.batch_size, self.device, self.seed = size, batch_size, torch.device(device), seed
         self.generator = torch.Generator().manual_seed(seed)
         self._perm = torch.empty(0, dtype=torch.long)
         self._pos = size  # forces a fresh permutation on first use

@@ -40,8 +40,10 @@ class Stream:
 
 
 def _images(x: np.ndarray, device) -> Tensor:
-    """uint8 (N,H,W) -> float (N,1,H,W) in [0,1] (the MLP setting of van de Ven & Tolias: no normalisation)."""
-    return torch.as_tensor(x, dtype=torch.float32, device=device).unsqueeze(1) / 255.0
+    """uint8 (N,H,W) or (N,H,W,C) -> float (N,C,H,W) in [0,1] (the MLP setting of van de Ven & Tolias: no
+    normalisation)."""
+    t = torch.as_tensor(x, dtype=torch.float32, device=device)
+    return (t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()) / 255.0
 
 
 def split_stream(x_train, y_train, x_test, y_test, classes_per_task: int = 2, name: str = "split",
@@ -156,3 +158,28 @@ def digit_domains(data_root: str | None = None, download: bool = False, device="
     """The DA-flavoured domain-incremental stream: MNIST -> USPS -> MNIST-M (32x32 RGB)."""
     return domain_stream([DATASETS.get(d)(data_root=data_root, download=download) for d in domains],
                          image_size, channels, device)
+
+
+@STREAMS.register("split_cifar10")
+def split_cifar10(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "cifar10",
+                  classes_per_task: int = 2, class_order_seed: int | None = None) -> Stream:
+    """Split CIFAR-10 (mammoth's seq-cifar10): 5 tasks of 2 classes, 32 x 32 RGB."""
+    return split_stream(*_arrays(dataset, data_root, download), classes_per_task, "split_cifar10", device,
+                        class_order_seed=class_order_seed)
+
+
+@STREAMS.register("split_cifar100")
+def split_cifar100(data_root: str | None = None, download: bool = False, device="cpu", dataset: str = "cifar100",
+                   classes_per_task: int = 10, class_order_seed: int | None = None) -> Stream:
+    """Split CIFAR-100: 10 tasks of 10 classes (mammoth's seq-cifar100)."""
+    return split_stream(*_arrays(dataset, data_root, download), classes_per_task, "split_cifar100", device,
+                        class_order_seed=class_order_seed)
+
+
+@STREAMS.register("seq_tinyimagenet")
+def seq_tinyimagenet(data_root: str | None = None, download: bool = False, device="cpu",
+                     dataset: str = "tiny_imagenet", classes_per_task: int = 20,
+                     class_order_seed: int | None = None) -> Stream:
+    """Seq-TinyImageNet (mammoth's seq-tinyimg): 10 tasks of 20 classes, 64 x 64 RGB."""
+    return split_stream(*_arrays(dataset, data_root, download), classes_per_task, "seq_tinyimagenet", device,
+                        class_order_seed=class_order_seed)

@@ -47,6 +47,7 @@ class ContinualConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    momentum: float = 0.9         # SGD only (mammoth's recipes: 0)
     reset_optimizer: bool = True  # a fresh optimizer per task (the authors' code keeps Adam's state: see configs/stream)
     joint: bool = False           # upper bound: one experience holding every task's data
     mask_unseen_classes: bool = True  # class-IL: softmax over the classes seen so far only
@@ -193,7 +194,7 @@ def trainer_config(cfg: ContinualConfig) -> TrainerConfig:
     """The loop's settings for a CL protocol: constant LR, evaluation after each experience. ``max_steps`` and
     ``eval_every`` are unused here: the stream's experiences set the steps, and it is scored after each one."""
     return TrainerConfig(max_steps=1, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                         weight_decay=cfg.weight_decay, schedule="constant", eval_every=1, log_every=cfg.log_every,
+                         weight_decay=cfg.weight_decay, momentum=cfg.momentum, schedule="constant", eval_every=1, log_every=cfg.log_every,
                          eval_batch_size=cfg.eval_batch_size, validators=[], progress=False, save_model=False,
                          channels_last=False, reset_optimizer=cfg.reset_optimizer, device="auto", amp=cfg.amp,
                          grad_clip=cfg.grad_clip, ckpt_every=cfg.ckpt_every, resume=cfg.resume)

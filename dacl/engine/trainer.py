@@ -69,6 +69,7 @@ class TrainerConfig:
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
     channels_last: bool = True  # NHWC conv layout: ~30% faster LeNet steps with oneDNN on CPU, and faster on GPU
     reset_optimizer: bool = False  # multi-experience runs: a fresh optimizer and schedule at every experience
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate relative to the rest (0.1 for pre-trained trunks)
 
     def __post_init__(self) -> None:
         """Every numeric option's range, checked before any work: a zero batch or step count would otherwise surface
@@ -82,6 +83,7 @@ class TrainerConfig:
         check_number("trainer.lr", self.lr, minimum=0.0)
         check_number("trainer.weight_decay", self.weight_decay, minimum=0.0)
         check_number("trainer.momentum", self.momentum, minimum=0.0, below=1.0)
+        check_number("trainer.backbone_lr_mult", self.backbone_lr_mult, minimum=0.0)
         check_number("trainer.grad_clip", self.grad_clip, minimum=0.0, exclusive=True, optional=True)
         if self.amp != "auto" and self.amp not in AMP_DTYPES:
             raise ConfigError(f"trainer.amp must be one of auto, {', '.join(AMP_DTYPES)}; got '{self.amp}'")
@@ -253,15 +255,16 @@ class Trainer:
         """Batch streams of experience ``k``; a fresh optimizer and schedule for the first one, and for every one
         under ``reset_optimizer`` (a CL protocol choice: the authors' code of some papers keeps Adam's state)."""
         st, dist = self.stages[k], self.dist
-        self.source_stream = BatchStream(len(st.labels), st.batch_size, st.stream_seed, self.device,
-                                         shard=dist.shard(st.batch_size) if dist.enabled else None)
-        self.target_stream = BatchStream(len(st.target_inputs), st.target_batch_size, st.stream_seed + 1, self.device,
-                                         shard=dist.shard(st.target_batch_size) if dist.enabled else None) \
-            if st.target_inputs is not None else None
+        self.source_stream = _follow(st.inputs, BatchStream(len(st.labels), st.batch_size, st.stream_seed, self.device,
+                                                            shard=dist.shard(st.batch_size) if dist.enabled else None))
+        self.target_stream = _follow(st.target_inputs, BatchStream(
+            len(st.target_inputs), st.target_batch_size, st.stream_seed + 1, self.device,
+            shard=dist.shard(st.target_batch_size) if dist.enabled else None)) if st.target_inputs is not None else None
         if self.optimizer is None or (self.cfg.reset_optimizer and k > 0):
             cfg = self.cfg
             opt_kwargs = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=cfg.nesterov)
-            self.optimizer = OPTIMIZERS.get(cfg.optimizer)(self.method.param_groups(), **opt_kwargs)
+            groups = scale_backbone_lr(self.method.param_groups(), self.method.model, cfg.backbone_lr_mult)
+            self.optimizer = OPTIMIZERS.get(cfg.optimizer)(groups, **opt_kwargs)
             lr_lambda = SCHEDULES.get(cfg.schedule)(max_steps=st.steps, **cfg.schedule_kwargs)
             # a group may keep its learning rate (thuml/CDAN decays the network's lr, not the discriminator's)
             per_group = [lr_lambda if g.get("scheduled", True) else _constant_lr for g in self.optimizer.param_groups]
@@ -468,6 +471,29 @@ class Trainer:
 
 
 @functools.lru_cache(maxsize=1)
+def _follow(inputs: Any, stream: BatchStream) -> Any:
+    """The stream the loop draws from: streamed images (``ImageFiles``) decode the drawn batches ahead in workers."""
+    follow = getattr(inputs, "follow", None)
+    return follow(stream) if follow is not None else stream
+
+
+def scale_backbone_lr(groups: list[dict[str, Any]], model: Any, mult: float) -> list[dict[str, Any]]:
+    """Split every parameter group into its backbone part (learning rate x ``mult``) and the rest: the fine-tuning
+    recipes of the field (TLlib's DANN/CDAN on ResNet-50: backbone 0.1x, bottleneck, head and discriminator 1x)."""
+    backbone = getattr(model, "backbone", None)
+    if mult == 1.0 or backbone is None:
+        return groups
+    trunk = {id(p) for p in backbone.parameters()}
+    out = []
+    for g in groups:
+        inside = [p for p in g["params"] if id(p) in trunk]
+        rest = [p for p in g["params"] if id(p) not in trunk]
+        base = g.get("lr_mult", 1.0)
+        out += [{**g, "params": inside, "lr_mult": base * mult}] if inside else []
+        out += [{**g, "params": rest}] if rest else []
+    return out
+
+
 def _commit() -> dict[str, Any]:
     """The code a checkpoint was written by (asked of git once per process)."""
     info = git_commit()

@@ -39,7 +39,9 @@ def expected_calibration_error(logits: Tensor, labels: Tensor, n_bins: int = 15)
 @torch.no_grad()
 def predict_in_batches(predict, x: Tensor, batch_size: int = 2048, autocast_dtype: torch.dtype | None = None) -> Tensor:
     outs = []
-    for i in range(0, len(x), batch_size):
+    # streamed images (dacl.data.streaming.ImageFiles) decode in order in workers; tensors are sliced
+    chunks = x.batches(batch_size) if hasattr(x, "batches") else (x[i:i + batch_size] for i in range(0, len(x), batch_size))
+    for chunk in chunks:
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            outs.append(predict(x[i:i + batch_size]).float())
+            outs.append(predict(chunk).float())
     return torch.cat(outs) if outs else torch.empty(0)

@@ -172,3 +172,117 @@ class ViT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs); ``pre_act`` puts BN-ReLU before each conv (the Wide ResNet order)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, pre_act: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.pre_act = pre_act
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin if pre_act else cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), *([] if pre_act else [nn.BatchNorm2d(cout)]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pre_act:
+            o = torch.relu(self.bn1(x))
+            shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(o)
+            return self.conv2(self.drop(torch.relu(self.bn2(self.conv1(o))))) + shortcut
+        o = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(o)) + self.shortcut(x))
+
+
+@BACKBONES.register("resnet18_cifar")
+class ResNet18CIFAR(nn.Module):
+    """The reduced ResNet-18 of continual-learning papers on 32-64 px images (aimagelab/mammoth backbone/ResNet18.py,
+    from GEM's code): 3x3 stem without max-pool, ``width`` filters in the first stage, global average pool.
+
+    ``hidden`` exists for the continual protocol's MLP widths; this backbone has none, so it must be empty."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, width: int = 64, hidden: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        if hidden:
+            raise ConfigError(f"resnet18_cifar has no hidden MLP layers; got hidden={list(hidden)} (set it to [])")
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        cin = width
+        for i, w in enumerate(widths):
+            layers += [_BasicBlock(cin, w, 1 if i == 0 else 2), _BasicBlock(w, w, 1)]
+            cin = w
+        # default memory format: torch 2.14's CPU backward of this net in channels-last crashed (segfault) at
+        # width 8 on 48-64 px inputs; the continual loop does not convert models either
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_features = cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@BACKBONES.register("wide_resnet")
+class WideResNet(nn.Module):
+    """Wide ResNet (Zagoruyko & Komodakis 2016), pre-activation; WRN-28-10 is the CIFAR-10 source model of Tent's
+    CIFAR-10-C results (RobustBench 'Standard'). ``depth`` = 6n + 4."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, depth: int = 28, widen: int = 10,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ConfigError(f"wide_resnet depth must be 6n + 4 (e.g. 28), got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
+        cin = widths[0]
+        for stage, w in enumerate(widths[1:]):
+            for b in range(n):
+                layers.append(_BasicBlock(cin, w, (1 if stage == 0 else 2) if b == 0 else 1, pre_act=True, dropout=dropout))
+                cin = w
+        layers += [nn.BatchNorm2d(cin), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.net = nn.Sequential(*layers)
+        self.out_features = cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@BACKBONES.register("timm")
+class TimmBackbone(nn.Module):
+    """Any timm architecture by name (``model=timm model.name=resnet50``), without its classifier.
+
+    ``pretrained=true`` loads the published ImageNet weights through timm (downloads where internet exists; timm's
+    cache or ``HF_HUB_OFFLINE`` otherwise); ``weights`` names a local ``.safetensors`` or state-dict file instead, for
+    offline machines (classifier keys are skipped)."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 224, name: str = "resnet50", pretrained: bool = False,
+                 weights: str | None = None, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        import timm
+
+        if not timm.is_model(name):
+            raise ConfigError(f"timm has no model '{name}'; see timm.list_models('*{name[:6]}*')")
+        try:
+            self.net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_channels,
+                                         drop_rate=drop_rate)
+        except (RuntimeError, OSError) as exc:  # offline without cached weights, and the like
+            raise ConfigError(f"timm could not build '{name}' (pretrained={pretrained}): {exc}; pass "
+                              "model.weights=<local file> on machines without internet") from exc
+        if weights:
+            from pathlib import Path
+
+            from dacl.engine.weights import load_weights
+
+            if not Path(weights).is_file():
+                raise ConfigError(f"timm weights file '{weights}' not found; pass a local .safetensors / state_dict path")
+            state = {k: v for k, v in load_weights(weights).items() if not k.startswith(("fc.", "head.", "classifier."))}
+            missing, _ = self.net.load_state_dict(state, strict=False)
+            if missing:
+                raise ConfigError(f"weights file '{weights}' lacks {len(missing)} of {name}'s tensors (e.g. {missing[0]}); "
+                                  f"is it a {name} checkpoint?")
+        self.out_features = int(self.net.num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

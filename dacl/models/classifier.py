@@ -73,7 +73,7 @@ def build_classifier(backbone: str, num_classes: int, in_channels: int, image_si
                      bottleneck_dim: int = 256, bottleneck_relu: bool = True, head_weight_norm: bool = False,
                      bottleneck_depth: int = 1, bottleneck_norm: bool = True, weight_init: str = "default",
                      **backbone_kwargs: Any) -> Classifier:
-    net = BACKBONES.build(backbone, in_channels=in_channels, image_size=image_size, **backbone_kwargs)
+    net = BACKBONES.get(backbone)(in_channels=in_channels, image_size=image_size, **backbone_kwargs)
     return init_weights(Classifier(net, num_classes=num_classes, bottleneck_dim=bottleneck_dim,
                                    bottleneck_relu=bottleneck_relu, head_weight_norm=head_weight_norm,
                                    bottleneck_depth=bottleneck_depth, bottleneck_norm=bottleneck_norm), weight_init)

@@ -234,6 +234,9 @@ def headline_of(study: Study) -> str:
         return study.description
     grid = plan(study.command, _grid(study, Options()), read_archive(archive_path(study)))
     if all(p.record is None for p in grid.points):
+        if not (REPO / f"{study.table}.md").is_file():
+            return (f"not run yet ({len(grid.points)} runs); the published values it compares with are in its study "
+                    "file")
         return (f"no run records yet: the committed table predates them; `dacl reproduce {study.name}` runs its "
                 f"{len(grid.points)} runs")
     return collect(study, grid, None, "")
@@ -256,5 +259,9 @@ def write_index(path: Path = REPO / "paper_results" / "README.md") -> None:
     for s in all_studies():
         table = Path(s.table).relative_to("paper_results") if s.table.startswith("paper_results/") else Path(s.table)
         headline = headline_of(s)
-        lines.append(f"| {s.name} | [{s.title}]({table}.md) | {headline} | `dacl reproduce {s.name}` |")
+        made = (REPO / f"{s.table}.md").is_file()
+        source = s.source.resolve()
+        where = f"../{source.relative_to(REPO)}" if source.is_relative_to(REPO) else str(source)
+        link = f"[{s.title}]({table}.md)" if made else f"{s.title} ([study file]({where}))"
+        lines.append(f"| {s.name} | {link} | {headline} | `dacl reproduce {s.name}` |")
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,2 +1,2 @@
 """Continual-learning plugins (one file each, registered on import); they stack through the lifecycle hooks."""
-from dacl.methods.cl import agem, ewc, lwf, replay, si  # noqa: F401
+from dacl.methods.cl import agem, der, ewc, lwf, replay, si  # noqa: F401

@@ -34,6 +34,7 @@ class ReservoirBuffer(GrowingState, torch.nn.Module):
         self.register_buffer("size", torch.zeros((), dtype=torch.long))
         self.register_buffer("x", None)  # allocated on the first add, once the example shape is known
         self.register_buffer("y", None)
+        self.register_buffer("z", None)  # optional per-example extra (DER's stored logits), kept with x and y
         self.gen = torch.Generator().manual_seed(seed)
 
     def get_extra_state(self) -> dict:
@@ -43,10 +44,12 @@ class ReservoirBuffer(GrowingState, torch.nn.Module):
         self.gen.set_state(state.pop("generator"))
         super().set_extra_state(state)
 
-    def add(self, x: Tensor, y: Tensor) -> None:
+    def add(self, x: Tensor, y: Tensor, z: Tensor | None = None) -> None:
         if self.x is None:
             self.x = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
             self.y = torch.empty(self.capacity, dtype=y.dtype, device=y.device)
+            if z is not None:
+                self.z = torch.empty((self.capacity, *z.shape[1:]), dtype=z.dtype, device=z.device)
         n = x.shape[0]
         positions = int(self.seen) + torch.arange(n)  # each example's 0-based arrival index
         slots = torch.where(positions < self.capacity, positions,
@@ -60,6 +63,8 @@ class ReservoirBuffer(GrowingState, torch.nn.Module):
         dest = slots[last[slots] == order].to(x.device)
         self.x[dest] = x[winners.to(x.device)]
         self.y[dest] = y[winners.to(y.device)]
+        if z is not None:
+            self.z[dest] = z[winners.to(z.device)]
         self.seen += n
         self.size.fill_(min(self.capacity, int(self.seen)))
 
@@ -67,14 +72,21 @@ class ReservoirBuffer(GrowingState, torch.nn.Module):
         idx = torch.randint(0, int(self.size), (min(k, int(self.size)),), generator=self.gen).to(self.x.device)
         return self.x[idx], self.y[idx]
 
+    def sample_with_extra(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``sample`` plus each example's stored extra (``z``)."""
+        idx = torch.randint(0, int(self.size), (min(k, int(self.size)),), generator=self.gen).to(self.x.device)
+        return self.x[idx], self.y[idx], self.z[idx]
+
     def shrink(self, capacity: int) -> None:
         """Keep a uniformly random ``capacity`` of the stored examples; later arrivals stay uniform (seen kept)."""
         if self.x is not None and int(self.size) > capacity:
             keep = torch.randperm(int(self.size), generator=self.gen)[:capacity].to(self.x.device)
             self.x, self.y = self.x[keep].clone(), self.y[keep].clone()
+            self.z = self.z[keep].clone() if self.z is not None else None
             self.size.fill_(capacity)
         elif self.x is not None:
             self.x, self.y = self.x[:capacity].clone(), self.y[:capacity].clone()
+            self.z = self.z[:capacity].clone() if self.z is not None else None
         self.capacity = capacity
 
 

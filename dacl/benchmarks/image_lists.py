@@ -1,0 +1,93 @@
+"""Office-31, Office-Home, VisDA-2017 and DomainNet as ``DomainPair``s: streamed from their image files, or loaded
+whole into tensors where that fits the configured budget.
+
+``storage=auto`` decides from the dataset and the config alone (decoded size against ``memory_budget_mb``), never
+from the machine, so a configuration means the same run everywhere. Streamed training images go through the
+train pipeline (resize, random-resized crop, flip) in DataLoader workers; evaluation and in-memory images through
+the test pipeline (resize, centre crop).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from dacl.benchmarks.domain_pair import DomainPair
+from dacl.data.layouts import LAYOUTS, dataset_root, layout, read_image_list
+from dacl.data.streaming import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, standard_transform
+from dacl.errors import ConfigError
+from dacl.registry import BENCHMARKS
+
+STORAGES = ("auto", "memory", "stream")
+
+
+def _labels(y: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    return torch.as_tensor(y, dtype=torch.long, device=device)
+
+
+def load_image_list_pair(dataset: str, source: str, target: str, data_root: str | None = None, download: bool = False,
+                         image_size: int = 224, resize: int = 256, train_crop: str = "random_resized",
+                         storage: str = "auto", memory_budget_mb: int = 2048,
+                         workers: int = 2, val_fraction: float = 0.1, split_seed: int = 0,
+                         max_source_train: int | None = None, max_target_train: int | None = None,
+                         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                         device: torch.device | str = "cpu") -> DomainPair:
+    """One source -> target task of an image-list benchmark (domains as the layout names them)."""
+    if storage not in STORAGES:
+        raise ConfigError(f"benchmark.storage must be one of {', '.join(STORAGES)}, got '{storage}'")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"benchmark.val_fraction must be in (0, 1), got {val_fraction}")
+    lay = layout(dataset)
+    root = dataset_root(lay, data_root, download)
+    read = lambda domain, split: read_image_list(root, lay.list_file(domain, split), lay.num_classes)  # noqa: E731
+    src_files, src_y = read(source, "train")
+    rng = np.random.default_rng(split_seed)
+    perm = rng.permutation(len(src_files))
+    n_val = int(round(val_fraction * len(perm)))
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if max_source_train is not None and max_source_train < len(tr_idx):
+        tr_idx = np.sort(rng.permutation(tr_idx)[:max_source_train])
+    src_test_files, src_test_y = read(source, "test")
+    tgt_files, _ = read(target, "train")
+    tgt_keep = np.arange(len(tgt_files))
+    if max_target_train is not None and max_target_train < len(tgt_keep):
+        tgt_keep = np.sort(rng.permutation(tgt_keep)[:max_target_train])
+    tgt_test_files, tgt_test_y = read(target, "test")
+
+    total = len(src_files) + len(src_test_files) + len(tgt_files) + len(tgt_test_files)
+    decoded_mb = total * 3 * image_size * image_size * 4 / 2**20
+    streamed = storage == "stream" or (storage == "auto" and decoded_mb > memory_budget_mb)
+    train_tf, test_tf = standard_transform(True, image_size, resize, train_crop), standard_transform(False, image_size, resize)
+
+    def images(files: list[str], rows: np.ndarray | None, train: bool) -> Any:
+        picked = [files[i] for i in rows] if rows is not None else files
+        view = ImageFiles(picked, train_tf if train and streamed else test_tf, image_size, mean, std, device, workers)
+        if streamed:
+            return view
+        return torch.cat(list(view.batches(256))) if len(view) else torch.empty((0, 3, image_size, image_size), device=device)
+
+    return DomainPair(
+        name=f"{dataset}_{source}_{target}", task=f"{source}->{target}", num_classes=lay.num_classes, in_channels=3, image_size=image_size,
+        source_train=(images(src_files, tr_idx, True), _labels(src_y[tr_idx], device)),
+        source_val=(images(src_files, val_idx, False), _labels(src_y[val_idx], device)),
+        source_test=(images(src_test_files, None, False), _labels(src_test_y, device)),
+        target_train_x=images(tgt_files, tgt_keep, True),
+        target_test=(images(tgt_test_files, None, False), _labels(tgt_test_y, device)),
+    )
+
+
+def _register(name: str) -> None:
+    lay = LAYOUTS[name]
+
+    def preset(source: str, target: str, **options: Any) -> DomainPair:
+        return load_image_list_pair(name, source, target, **options)
+
+    preset.__doc__ = (f"{name}: {lay.num_classes} classes, domains {', '.join(lay.lists)} (image lists; "
+                      f"streamed at 224 px unless they fit benchmark.memory_budget_mb)")
+    preset.__name__ = name
+    BENCHMARKS.register(name)(preset)
+
+
+for _name in LAYOUTS:
+    _register(_name)
