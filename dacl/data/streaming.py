@@ -66,8 +66,8 @@ class _Decode(torch.utils.data.Dataset):
                 image = im.convert("RGB")
         except OSError as exc:
             raise DataError(f"unreadable image {path} ({exc}); remove it from the image list or replace the file") from exc
-        if seed is not None:
-            torch.manual_seed(seed)
+        if seed is not None:  # the CPU generator alone: torch.manual_seed also queues CUDA seeding with a stack trace
+            torch.default_generator.manual_seed(seed)  # (~0.8 ms per call on a CUDA build; ~1 us this way)
         return self.transform(image)
 
 
@@ -81,8 +81,10 @@ class ImageFiles:
         self.dataset = _Decode(self.paths, transform)
         self.image_size, self.workers = image_size, workers
         self.device = torch.device(device)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * 255.0
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * 255.0
+        # (x / 255 - mean) / std as one multiply-add in place: x * scale + shift
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) / std_t
         self._pending: tuple[Tensor, Tensor] | None = None  # (index the loop drew, its images, decoded ahead)
 
     @property
@@ -96,8 +98,7 @@ class ImageFiles:
 
     def normalise(self, batch: Tensor) -> Tensor:
         """uint8 NCHW (any device) -> float on this view's device, standardised."""
-        x = batch.to(self.device, non_blocking=True).float()
-        return (x - self.mean) / self.std
+        return batch.to(self.device, non_blocking=True).float().mul_(self.scale).add_(self.shift)
 
     def loader(self, batches: Any, **kwargs: Any) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
