@@ -110,7 +110,7 @@ class ImageFiles:
             images, self._pending = self._pending[1], None
             return images
         if isinstance(index, slice):
-            rows = list(range(len(self)))[index]
+            rows = list(range(len(self))[index])
         elif isinstance(index, int):
             return self[torch.tensor([index])][0]
         else:
@@ -150,9 +150,7 @@ class PrefetchStream:
 
     def _start(self) -> None:
         ahead = BatchStream(self.stream.size, self.stream.batch_size, 0, "cpu", shard=self.stream.shard)
-        ahead.load_state_dict(self.stream.state_dict())
-        ahead.device = torch.device("cpu")
-        ahead._perm = ahead._perm.cpu()
+        ahead.load_state_dict(self.stream.state_dict())  # a CPU copy at the consumed position
         extra = {"prefetch_factor": self.prefetch} if self.images.workers else {}
         self._iter = iter(self.images.loader(_draws(ahead, self.stream.seed), **extra))
 
