@@ -12,7 +12,7 @@ import math
 import re
 import shlex
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -312,6 +312,19 @@ def select_variants(runs: list[dict[str, Any]], keep: str | None, drop: str | No
     return [r for r in kept if drop is None or name(r) not in drop.split(",")]
 
 
+def hardware_summary(ok: list[dict[str, Any]]) -> str:
+    """'N runs on <device / cpu / threads>' per distinct machine, most runs first."""
+    def label(r: dict[str, Any]) -> str:
+        hw = r.get("hardware") or {}
+        return f"{hw.get('device')} / {hw.get('gpu') or hw.get('cpu')} / {hw.get('torch_threads')} thread(s)"
+    counts = Counter(label(r) for r in ok)
+    return "; ".join(f"{n} runs on {h}" for h, n in counts.most_common())
+
+
+def commits_summary(ok: list[dict[str, Any]]) -> str:
+    return ", ".join(sorted({commit_label(r) for r in ok}))
+
+
 def collect_runs(roots: list[str], out: str | Path, title: str, notes: list[str], command: str,
                  variants: str | None = None, drop_variants: str | None = None) -> Path:
     """Any sweep's run folders (or run-record files) -> ``out``.md/.csv/.runs.jsonl: ``dacl collect``, for runs that
@@ -330,9 +343,7 @@ def collect_runs(roots: list[str], out: str | Path, title: str, notes: list[str]
             raise ConfigError(f"no run under {roots} has a variant in --variants {variants!r} (and outside "
                               f"--drop-variants {drop_variants!r}); check the names (the `variant:` of the experiment)")
     rows = aggregate(ok, failed=failed)
-    hardware = sorted({f"{r['hardware'].get('device')} / {r['hardware'].get('gpu') or r['hardware'].get('cpu')}"
-                       for r in ok})
-    provenance = {"commits": ", ".join(sorted({commit_label(r) for r in ok})), "hardware": "; ".join(hardware),
+    provenance = {"commits": commits_summary(ok), "hardware": hardware_summary(ok),
                   "runs": len(ok), "failed runs": len(failed), "collected with": f"`{command}`"}
     write_tables(rows, failed, out, title, notes, provenance)
     archive_runs(ok, failed, Path(out).with_suffix(".runs.jsonl"))

@@ -7,7 +7,6 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import REPO, compose_config

@@ -21,11 +21,11 @@ from typing import Any, Callable
 from dacl.engine.results import atomic_write_text
 from dacl.engine.run_folder import folder_status
 from dacl.errors import ConfigError
-from dacl.reporting import _failed_record
+from dacl.reporting import _failed_record, commits_summary, hardware_summary
 from dacl.run_spec import classify
 from dacl.studies.spec import REPO, Study, all_studies, load_study
 from dacl.studies.store import Plan, Point, plan, read_archive, write_archive
-from dacl.studies.tables import RENDERERS, commits_summary, hardware_summary, render
+from dacl.studies.tables import RENDERERS, render
 
 RESUME_KEY = "trainer.resume=true"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from dacl.engine.results import atomic_write_text
-from dacl.reporting import (COLUMNS, _fmt, aggregate, commit_label, format_mean_std, mean_std, processes,
+from dacl.reporting import (COLUMNS, _fmt, aggregate, format_mean_std, mean_std, processes,
                             sweep_command, to_csv, to_markdown)
 from dacl.run_spec import RUNTIME_KEYS, migrate_legacy
 from dacl.studies.spec import Study
@@ -176,16 +176,3 @@ def validator_study(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
     headline = (f"{top} selects {100 * label_free[top]['mean_selected_acc']:.2f} on average (oracle "
                 f"{100 * s['validators']['oracle']['mean_selected_acc']:.2f})" if top else "no validator scores")
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
-
-
-def hardware_summary(ok: list[dict[str, Any]]) -> str:
-    """'N runs on <device / cpu / threads>' per distinct machine, most runs first."""
-    def label(r: dict[str, Any]) -> str:
-        hw = r.get("hardware") or {}
-        return f"{hw.get('device')} / {hw.get('gpu') or hw.get('cpu')} / {hw.get('torch_threads')} thread(s)"
-    counts = Counter(label(r) for r in ok)
-    return "; ".join(f"{n} runs on {h}" for h, n in counts.most_common())
-
-
-def commits_summary(ok: list[dict[str, Any]]) -> str:
-    return ", ".join(sorted({commit_label(r) for r in ok}))
