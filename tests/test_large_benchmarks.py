@@ -197,7 +197,7 @@ def test_timm_backbone_by_name_loads_local_weights_and_rejects_unknown_names(tmp
 
     a = TimmBackbone(name="resnet10t", pretrained=False)
     save_weights(a.net.state_dict(), tmp_path / "r10t.safetensors")
-    b = TimmBackbone(name="resnet10t", pretrained=False, weights=str(tmp_path / "r10t.safetensors"))
+    b = TimmBackbone(name="resnet10t", pretrained=True, weights=str(tmp_path / "r10t.safetensors"))  # no download
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     assert a.out_features == 512
     with pytest.raises(ConfigError, match="timm has no model"):

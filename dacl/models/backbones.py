@@ -265,8 +265,9 @@ class TimmBackbone(nn.Module):
         if not timm.is_model(name):
             raise ConfigError(f"timm has no model '{name}'; see timm.list_models('*{name[:6]}*')")
         try:
-            self.net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_channels,
-                                         drop_rate=drop_rate)
+            # a local weights file replaces the download (the recipes say pretrained=true; offline, weights= holds them)
+            self.net = timm.create_model(name, pretrained=pretrained and not weights, num_classes=0,
+                                         in_chans=in_channels, drop_rate=drop_rate)
         except (RuntimeError, OSError) as exc:  # offline without cached weights, and the like
             raise ConfigError(f"timm could not build '{name}' (pretrained={pretrained}): {exc}; pass "
                               "model.weights=<local file> on machines without internet") from exc
