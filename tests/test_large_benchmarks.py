@@ -128,6 +128,22 @@ def test_cifar_binary_cifar10c_tiny_imagenet_and_imagenet_c_read_their_layouts(t
     assert len(files) == 2 and labels.tolist() == [0, 1]
 
 
+def test_imagenet_c_benchmark_pairs_clean_images_with_one_corruption_cell(trees, tmp_path):
+    pair = BENCHMARKS.get("imagenet_c")(corruption="snow", severity=2, data_root=str(trees), image_size=32, resize=36,
+                                        workers=0)
+    assert pair.num_classes == 10 and pair.name == "imagenet_c_snow2"
+    assert pair.sizes()["source_train"] + pair.sizes()["source_val"] == 10
+    assert pair.target_test[1].tolist() == [0, 1] and pair.target_test[0][torch.tensor([1])].shape == (1, 3, 32, 32)
+    from dacl.experiment import run_experiment
+
+    cfg = compose_config("method=tent", "benchmark=imagenet_c", "benchmark.corruption=snow", "benchmark.severity=2",
+                         "benchmark.image_size=32", "benchmark.resize=36", "benchmark.workers=0", "model=timm",
+                         "model.name=resnet10t", "model.pretrained=false", "trainer.max_steps=2", "trainer.batch_size=4",
+                         "trainer.eval_every=2", "trainer.progress=false", "trainer.device=cpu", f"data_root={trees}")
+    res = run_experiment(cfg, tmp_path)
+    assert res["kind"] == "tta" and res["benchmark"] == "imagenet_c_snow2"
+
+
 def test_continual_streams_over_the_new_datasets(trees):
     split = STREAMS.get("split_cifar10")(data_root=str(trees))
     assert len(split) == 5 and split.tasks[0].classes == (0, 1) and split.tasks[0].train[0].shape[1:] == (3, 32, 32)

@@ -91,3 +91,46 @@ def _register(name: str) -> None:
 
 for _name in LAYOUTS:
     _register(_name)
+
+
+@BENCHMARKS.register("imagenet_c")
+def imagenet_c_pair(corruption: str = "gaussian_noise", severity: int = 5, source_dir: str = "imagenet/val",
+                    target_dir: str = "ImageNet-C", data_root: str | None = None, download: bool = False,
+                    image_size: int = 224, resize: int = 256, workers: int = 2, val_fraction: float = 0.1,
+                    split_seed: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                    device: torch.device | str = "cpu") -> DomainPair:
+    """Clean ImageNet images (``<source_dir>/<wnid>/*``, e.g. the validation set in class folders) -> one ImageNet-C
+    cell (``<target_dir>/<corruption>/<severity>/<wnid>/*``), streamed at 224 px with the test pipeline, labels in
+    sorted-wnid order (ImageNet's class index). For test-time adaptation of a pre-trained model (model=timm
+    model.pretrained=true): the source split only scores the source model."""
+    from pathlib import Path
+
+    from dacl.data.imagenet import imagenet_c_files
+    from dacl.errors import DataError
+
+    if not data_root:
+        raise DataError("imagenet_c needs data_root=<folder holding imagenet/val/<wnid>/ and ImageNet-C/>")
+    root = Path(data_root).expanduser()
+    clean = root / source_dir
+    if not clean.is_dir():
+        raise DataError(f"clean ImageNet folder {clean} not found: expected <wnid>/*.JPEG class folders "
+                        "(benchmark.source_dir names it relative to data_root)")
+    wnids = sorted(p.name for p in clean.iterdir() if p.is_dir())
+    src_files = [str(f) for w in wnids for f in sorted((clean / w).iterdir())]
+    src_y = np.asarray([i for i, w in enumerate(wnids) for _ in (clean / w).iterdir()], dtype=np.int64)
+    tgt_files, tgt_y = imagenet_c_files(root / target_dir, corruption, severity, wnids)
+    perm = np.random.default_rng(split_seed).permutation(len(src_files))
+    n_val = int(round(val_fraction * len(perm)))
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    test_tf = standard_transform(False, image_size, resize)
+    view = lambda files: ImageFiles(files, test_tf, image_size, mean, std, device, workers)  # noqa: E731
+    pick = lambda idx: [src_files[i] for i in idx]  # noqa: E731
+    return DomainPair(
+        name=f"imagenet_c_{corruption}{severity}", task=f"imagenet->imagenet_c_{corruption}{severity}",
+        num_classes=len(wnids), in_channels=3, image_size=image_size,
+        source_train=(view(pick(tr_idx)), _labels(src_y[tr_idx], device)),
+        source_val=(view(pick(val_idx)), _labels(src_y[val_idx], device)),
+        source_test=(view(src_files), _labels(src_y, device)),
+        target_train_x=view(tgt_files),
+        target_test=(view(tgt_files), _labels(tgt_y, device)),
+    )

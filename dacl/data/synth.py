@@ -131,10 +131,15 @@ def write_tiny_imagenet(out: Path, images: int, seed: int = 0, workers: int = 1,
 
 
 def write_imagenet_c(out: Path, images: int, seed: int = 0, workers: int = 1, classes: int = 10) -> Path:
-    """ImageNet-C: ``images`` JPEGs per corruption x severity cell over ``classes`` wnid folders (224 px)."""
+    """ImageNet-C: ``images`` JPEGs per corruption x severity cell over ``classes`` wnid folders (224 px), and as
+    many clean ones in ``imagenet/val/<wnid>/`` (the clean side of the imagenet_c benchmark)."""
     root = out / "ImageNet-C"
     wnids = [f"n{10_000_000 + c:08d}" for c in range(classes)]
     jobs = []
+    for i in range(max(images, classes)):
+        folder = out / "imagenet" / "val" / wnids[i % classes]
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append((str(folder / f"ILSVRC2012_val_{i:08d}.JPEG"), i % classes, classes, seed + 7 * i, (256, 256)))
     for corruption in CORRUPTIONS:
         for severity in range(1, 6):
             for i in range(images):
