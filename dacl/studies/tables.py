@@ -57,8 +57,12 @@ def _best(rows: list[dict[str, Any]], selection: str) -> str:
     if not chosen:
         return "no finished run yet"
     top = max(chosen, key=lambda r: r["mean"])
-    base = next((r for r in chosen if r["method"] == "source_only"), None)
-    ref = f" (source_only {base['mean']:.2f})" if base is not None and base is not top else ""
+    # the source-only row it improves on: same task and, for a variant row ("dann [x]"), the same variant
+    suffix = top["method"].partition(" ")[2]
+    same_task = [r for r in chosen if (r["benchmark"], r["task"]) == (top["benchmark"], top["task"])]
+    base = next((r for r in same_task if r["method"] == f"source_only {suffix}".strip()), None) or \
+        next((r for r in same_task if r["method"] == "source_only"), None)
+    ref = f" ({base['method']} {base['mean']:.2f})" if base is not None and base is not top else ""
     return f"best under {selection}: {top['method']} {top['mean']:.2f}{ref}"
 
 
