@@ -30,7 +30,7 @@ RESULT_OPTIONS: dict[str, frozenset[str]] = {
     "run": frozenset(f"trainer.{k}" for k in (
         "max_steps", "batch_size", "target_batch_size", "optimizer", "lr", "weight_decay", "momentum", "nesterov",
         "schedule", "schedule_kwargs", "grad_clip", "eval_every", "eval_batch_size", "amp", "validators",
-        "channels_last", "reset_optimizer", "backbone_lr_mult")),
+        "channels_last", "reset_optimizer", "backbone_lr_mult", "source_batches")),
     "continual": frozenset(f"trainer.{k}" for k in (
         "steps_per_task", "epochs_per_task", "batch_size", "optimizer", "lr", "weight_decay", "momentum",
         "reset_optimizer",

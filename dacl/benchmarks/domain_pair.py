@@ -57,8 +57,18 @@ def load_domain_pair(source: str | dict, target: str | dict, image_size: int, ch
                      mean: Sequence[float], std: Sequence[float], data_root: str | None = None,
                      download: bool = False, val_fraction: float = 0.1, split_seed: int = 0,
                      max_source_train: int | None = None, max_target_train: int | None = None,
-                     device: torch.device | str = "cpu", name: str | None = None) -> DomainPair:
-    """Load, split and preprocess both domains once; everything lands on ``device`` as float tensors."""
+                     device: torch.device | str = "cpu", name: str | None = None, fit: str = "resize",
+                     standardize: str = "fixed") -> DomainPair:
+    """Load, split and preprocess both domains once; everything lands on ``device`` as float tensors.
+
+    ``fit``: how an image of another size reaches ``image_size``: ``resize`` (bilinear) or ``pad`` (zeros around it,
+    centred; DeepJDOT's data code pads USPS 16 -> 28). ``standardize``: ``fixed`` applies the config's mean/std;
+    ``per_split`` then standardises each array by its own scalar mean and std (DeepJDOT's zero_mean_unitvarince:
+    source train, source test, target train and target test each by their own statistics; the held-out source split
+    shares the source training set's)."""
+    if fit not in FITS or standardize not in STANDARDIZE:
+        raise ConfigError(f"benchmark.fit must be one of {', '.join(FITS)} and benchmark.standardize one of "
+                          f"{', '.join(STANDARDIZE)}; got {fit!r}, {standardize!r}")
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"benchmark.val_fraction must be in (0, 1), got {val_fraction}: the held-out source split is "
                           "what source_val selection (and the source_val_acc column) score")
@@ -73,17 +83,38 @@ def load_domain_pair(source: str | dict, target: str | dict, image_size: int, ch
     xs_tr, ys_tr = _subsample(src.x_train[tr_idx], src.y_train[tr_idx], max_source_train, rng)
     xt_tr, _ = _subsample(tgt.x_train, tgt.y_train, max_target_train, rng)
 
-    prep = partial(to_tensor_images, image_size=image_size, channels=channels, mean=mean, std=std, device=device)
+    base = partial(to_tensor_images, image_size=image_size, channels=channels, mean=mean, std=std, device=device)
+    prep = (lambda x: base(_pad_to(x, image_size))) if fit == "pad" else base  # noqa: E731
     lab = lambda y: torch.as_tensor(y, dtype=torch.long, device=device)  # noqa: E731
+    arrays = {"source_train": prep(xs_tr), "source_val": prep(src.x_train[val_idx]), "source_test": prep(src.x_test),
+              "target_train": prep(xt_tr), "target_test": prep(tgt.x_test)}
+    if standardize == "per_split":
+        stats = {k: (v.mean(), v.std()) for k, v in arrays.items()}
+        stats["source_val"] = stats["source_train"]
+        arrays = {k: (v - stats[k][0]) / (stats[k][1] + 1e-5) for k, v in arrays.items()}
     return DomainPair(
         name=name or f"{src.name}_{tgt.name}", task=f"{src.name}->{tgt.name}", num_classes=src.num_classes,
         in_channels=channels, image_size=image_size,
-        source_train=(prep(xs_tr), lab(ys_tr)),
-        source_val=(prep(src.x_train[val_idx]), lab(src.y_train[val_idx])),
-        source_test=(prep(src.x_test), lab(src.y_test)),
-        target_train_x=prep(xt_tr),
-        target_test=(prep(tgt.x_test), lab(tgt.y_test)),
+        source_train=(arrays["source_train"], lab(ys_tr)),
+        source_val=(arrays["source_val"], lab(src.y_train[val_idx])),
+        source_test=(arrays["source_test"], lab(src.y_test)),
+        target_train_x=arrays["target_train"],
+        target_test=(arrays["target_test"], lab(tgt.y_test)),
     )
+
+
+FITS = ("resize", "pad")
+STANDARDIZE = ("fixed", "per_split")
+
+
+def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad (N,H,W[,C]) images to size x size, centred; larger images are left to the resize."""
+    h, w = x.shape[1:3]
+    if h >= size and w >= size:
+        return x
+    top, left = (size - h) // 2, (size - w) // 2
+    pad = [(0, 0), (top, size - h - top), (left, size - w - left)] + [(0, 0)] * (x.ndim - 3)
+    return np.pad(x, pad, mode="constant")
 
 
 def register_pair(name: str, source: str | dict, target: str | dict, **defaults: Any) -> None:

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dacl.data.stream import BatchStream
 from dacl.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -124,15 +123,16 @@ class ImageFiles:
         for b in self.loader(order):
             yield self.normalise(b)
 
-    def follow(self, stream: BatchStream, prefetch: int = 4) -> "PrefetchStream":
+    def follow(self, stream: Any, prefetch: int = 4) -> "PrefetchStream":
+        """``stream``: a ``BatchStream`` or ``ClassBalancedStream`` (anything with next_indices / cpu_copy)."""
         return PrefetchStream(stream, self, prefetch)
 
 
-def _draws(stream: BatchStream, seed: int) -> Iterator[list[tuple[int, int]]]:
+def _draws(stream: Any, seed: int) -> Iterator[list[tuple[int, int]]]:
     """The stream's batches as (index, augmentation seed) pairs; the seed names the draw (epoch, position)."""
     while True:
         idx = stream.next_indices()
-        start = stream.epoch * stream.size + stream._pos - stream.batch_size
+        start = stream.last_draw_id()
         offsets = range(stream.batch_size)[stream.shard] if stream.shard is not None else range(stream.batch_size)
         yield [(int(i), (seed * 1_000_003 + start + o) % (2**63)) for i, o in zip(idx.tolist(), offsets)]
 
@@ -140,7 +140,7 @@ def _draws(stream: BatchStream, seed: int) -> Iterator[list[tuple[int, int]]]:
 class PrefetchStream:
     """What the loop draws indices from when its images stream: the stream's own sequence, decoded ahead."""
 
-    def __init__(self, stream: BatchStream, images: ImageFiles, prefetch: int = 4) -> None:
+    def __init__(self, stream: Any, images: ImageFiles, prefetch: int = 4) -> None:
         self.stream, self.images, self.prefetch = stream, images, prefetch
         self._iter: Iterator[Tensor] | None = None
 
@@ -149,8 +149,7 @@ class PrefetchStream:
         return self.stream.epoch
 
     def _start(self) -> None:
-        ahead = BatchStream(self.stream.size, self.stream.batch_size, 0, "cpu", shard=self.stream.shard)
-        ahead.load_state_dict(self.stream.state_dict())  # a CPU copy at the consumed position
+        ahead = self.stream.cpu_copy()  # at the consumed position
         extra = {"prefetch_factor": self.prefetch} if self.images.workers else {}
         self._iter = iter(self.images.loader(_draws(ahead, self.stream.seed), **extra))
 

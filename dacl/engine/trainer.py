@@ -26,7 +26,7 @@ import torch
 
 from dacl import distributed
 from dacl.benchmarks.domain_pair import DomainPair
-from dacl.data.stream import BatchStream
+from dacl.data.stream import BatchStream, ClassBalancedStream
 from dacl.distributed import SINGLE, DistContext
 from dacl.engine.curriculum import Curriculum, DomainAdaptation
 from dacl.engine.checkpoint import load_checkpoint_file, restore_rng_state, rng_state, with_format
@@ -70,6 +70,7 @@ class TrainerConfig:
     channels_last: bool = True  # NHWC conv layout: ~30% faster LeNet steps with oneDNN on CPU, and faster on GPU
     reset_optimizer: bool = False  # multi-experience runs: a fresh optimizer and schedule at every experience
     backbone_lr_mult: float = 1.0  # the backbone's learning rate relative to the rest (0.1 for pre-trained trunks)
+    source_batches: str = "uniform"  # uniform (shuffled epochs) | class_balanced (batch_size / classes of each class)
 
     def __post_init__(self) -> None:
         """Every numeric option's range, checked before any work: a zero batch or step count would otherwise surface
@@ -85,6 +86,8 @@ class TrainerConfig:
         check_number("trainer.momentum", self.momentum, minimum=0.0, below=1.0)
         check_number("trainer.backbone_lr_mult", self.backbone_lr_mult, minimum=0.0)
         check_number("trainer.grad_clip", self.grad_clip, minimum=0.0, exclusive=True, optional=True)
+        if self.source_batches not in ("uniform", "class_balanced"):
+            raise ConfigError(f"trainer.source_batches must be uniform or class_balanced, got '{self.source_batches}'")
         if self.amp != "auto" and self.amp not in AMP_DTYPES:
             raise ConfigError(f"trainer.amp must be one of auto, {', '.join(AMP_DTYPES)}; got '{self.amp}'")
         check_device_name(self.device)
@@ -255,8 +258,11 @@ class Trainer:
         """Batch streams of experience ``k``; a fresh optimizer and schedule for the first one, and for every one
         under ``reset_optimizer`` (a CL protocol choice: the authors' code of some papers keeps Adam's state)."""
         st, dist = self.stages[k], self.dist
-        self.source_stream = _follow(st.inputs, BatchStream(len(st.labels), st.batch_size, st.stream_seed, self.device,
-                                                            shard=dist.shard(st.batch_size) if dist.enabled else None))
+        shard = dist.shard(st.batch_size) if dist.enabled else None
+        source = ClassBalancedStream(st.labels, st.batch_size, st.stream_seed, self.device, shard) \
+            if self.cfg.source_batches == "class_balanced" else \
+            BatchStream(len(st.labels), st.batch_size, st.stream_seed, self.device, shard=shard)
+        self.source_stream = _follow(st.inputs, source)
         self.target_stream = _follow(st.target_inputs, BatchStream(
             len(st.target_inputs), st.target_batch_size, st.stream_seed + 1, self.device,
             shard=dist.shard(st.target_batch_size) if dist.enabled else None)) if st.target_inputs is not None else None

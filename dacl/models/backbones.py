@@ -287,3 +287,27 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+@BACKBONES.register("deepjdot_digits")
+class DeepJDOTDigits(nn.Module):
+    """DeepJDOT's digits feature extractor (bbdamodaran/deepJDOT architectures.py ``assda_feat_ext`` at b292099): six
+    3x3 'same' convolutions (32, 32, 64, 64, 128, 128) with ReLU, a 2x2 max-pool of stride 1 after every pair, then a
+    128-unit sigmoid layer: the features DeepJDOT aligns. At 28 px that layer reads 25 x 25 x 128 values (10 M
+    weights), ~0.2 G multiply-adds per image."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, out_features: int = 128) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for width in (32, 64, 128):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(inplace=True),
+                       nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, stride=1)]
+            cin = width
+        side = image_size - 3
+        self.conv = to_channels_last(nn.Sequential(*layers, nn.Flatten()))
+        self.fc = nn.Sequential(nn.Linear(128 * side * side, out_features), nn.Sigmoid())
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.conv(x.contiguous(memory_format=torch.channels_last)))
