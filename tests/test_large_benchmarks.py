@@ -159,6 +159,18 @@ def test_a_missing_dataset_names_the_layout_it_expects(tmp_path):
         DATASETS.get("cifar10")(data_root=str(tmp_path))
 
 
+def test_an_unreadable_image_is_one_error_line_naming_the_file_even_from_a_worker(tmp_path):
+    write_synthetic("office31", tmp_path, 93)
+    lay = LAYOUTS["office31"]
+    first = (tmp_path / lay.folder / "image_list" / "webcam.txt").read_text().split()[0]
+    (tmp_path / lay.folder / first).write_text("not a jpeg")
+    pair = BENCHMARKS.get("office31")(source="amazon", target="webcam", data_root=str(tmp_path), storage="stream",
+                                      image_size=32, resize=36, workers=1)
+    with pytest.raises(DataError) as err:
+        pair.target_test[0][torch.tensor([0, 1])]
+    assert str(err.value).count("\n") == 0 and first in str(err.value) and "remove it" in str(err.value)
+
+
 def test_a_malformed_image_list_line_is_named(trees, tmp_path):
     (tmp_path / "image_list").mkdir()
     (tmp_path / "image_list" / "x.txt").write_text("a.jpg 0\nb.jpg seven\n")

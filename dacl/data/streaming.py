@@ -70,6 +70,16 @@ class _Decode(torch.utils.data.Dataset):
         return self.transform(image)
 
 
+def _decoded(batches: Iterator[Tensor]) -> Iterator[Tensor]:
+    """A loader's batches; a worker's DataError (which torch re-raises with the worker's traceback in its message)
+    becomes the one-line error it was."""
+    try:
+        yield from batches
+    except DataError as exc:
+        text = str(exc).strip().splitlines()
+        raise DataError(text[-1].split("DataError: ", 1)[-1] if len(text) > 1 else str(exc)) from None
+
+
 class ImageFiles:
     """A tensor-like view of image files: indexing decodes (normalised float on ``device``)."""
 
@@ -114,13 +124,14 @@ class ImageFiles:
             return self[torch.tensor([index])][0]
         else:
             rows = index.detach().cpu().reshape(-1).tolist()
-        return torch.cat([self.normalise(b) for b in self.loader([rows[i:i + 256] for i in range(0, len(rows), 256)])]) \
+        chunks = [rows[i:i + 256] for i in range(0, len(rows), 256)]
+        return torch.cat([self.normalise(b) for b in _decoded(iter(self.loader(chunks)))]) \
             if rows else torch.empty((0, 3, self.image_size, self.image_size), device=self.device)
 
     def batches(self, batch_size: int) -> Iterator[Tensor]:
         """Every image in order, decoded in workers: evaluation over a test set of any size."""
         order = [list(range(i, min(i + batch_size, len(self)))) for i in range(0, len(self), batch_size)]
-        for b in self.loader(order):
+        for b in _decoded(iter(self.loader(order))):
             yield self.normalise(b)
 
     def follow(self, stream: Any, prefetch: int = 4) -> "PrefetchStream":
@@ -151,7 +162,7 @@ class PrefetchStream:
     def _start(self) -> None:
         ahead = self.stream.cpu_copy()  # at the consumed position
         extra = {"prefetch_factor": self.prefetch} if self.images.workers else {}
-        self._iter = iter(self.images.loader(_draws(ahead, self.stream.seed), **extra))
+        self._iter = _decoded(iter(self.images.loader(_draws(ahead, self.stream.seed), **extra)))
 
     def next_indices(self) -> Tensor:
         if self._iter is None:
