@@ -21,6 +21,8 @@ from dacl.registry import PLUGINS
 
 @PLUGINS.register("der")
 class DarkExperienceReplay(PerTaskHeads, Plugin):
+    """DER / DER++: replay of the logits stored with each example (MSE, alpha) and, with beta > 0, of its label."""
+
     # mammoth (utils/best_args.py at 0d727a7), DER++ on seq-cifar10 with a 500-example buffer: alpha 0.2, beta 0.5
     defaults = {"memory_size": 500, "batch_size": 32, "alpha": 0.2, "beta": 0.5, "seed": 0}
 
