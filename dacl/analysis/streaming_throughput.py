@@ -107,10 +107,10 @@ def run_cell(pipeline: str, root: Path, workers: int, steps: int, warmup: int, b
     import gc
 
     gc.collect()
-    kb = lambda who: resource.getrusage(who).ru_maxrss / 1024  # noqa: E731  (Linux: kilobytes)
+    mb = lambda who: resource.getrusage(who).ru_maxrss / 1024  # noqa: E731  (Linux reports kilobytes)
     return {"pipeline": pipeline, "images": len(paths), "workers": workers, "model": model or "none",
-            "images_per_second": round(batch * steps / seconds, 1), "peak_rss_mb": round(kb(resource.RUSAGE_SELF), 1),
-            "worker_peak_rss_mb": round(kb(resource.RUSAGE_CHILDREN), 1) if workers else None}
+            "images_per_second": round(batch * steps / seconds, 1), "peak_rss_mb": round(mb(resource.RUSAGE_SELF), 1),
+            "worker_peak_rss_mb": round(mb(resource.RUSAGE_CHILDREN), 1) if workers else None}
 
 
 def measure(sizes: list[int], workers: list[int], out_root: Path, tllib: Path, steps: int, warmup: int, batch: int,

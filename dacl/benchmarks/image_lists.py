@@ -40,7 +40,14 @@ def load_image_list_pair(dataset: str, source: str, target: str, data_root: str 
         raise ConfigError(f"benchmark.val_fraction must be in (0, 1), got {val_fraction}")
     lay = layout(dataset)
     root = dataset_root(lay, data_root, download)
-    read = lambda domain, split: read_image_list(root, lay.list_file(domain, split), lay.num_classes)  # noqa: E731
+    lists: dict[str, tuple[list[str], np.ndarray]] = {}  # transductive layouts name one file for train and test
+
+    def read(domain: str, split: str) -> tuple[list[str], np.ndarray]:
+        name = lay.list_file(domain, split)
+        if name not in lists:
+            lists[name] = read_image_list(root, name, lay.num_classes)
+        return lists[name]
+
     src_files, src_y = read(source, "train")
     rng = np.random.default_rng(split_seed)
     perm = rng.permutation(len(src_files))
@@ -116,8 +123,8 @@ def imagenet_c_pair(corruption: str = "gaussian_noise", severity: int = 5, sourc
         raise DataError(f"clean ImageNet folder {clean} not found: expected <wnid>/*.JPEG class folders "
                         "(benchmark.source_dir names it relative to data_root)")
     wnids = sorted(p.name for p in clean.iterdir() if p.is_dir())
-    src_files = [str(f) for w in wnids for f in sorted((clean / w).iterdir())]
-    src_y = np.asarray([i for i, w in enumerate(wnids) for _ in (clean / w).iterdir()], dtype=np.int64)
+    pairs = [(str(f), i) for i, w in enumerate(wnids) for f in sorted((clean / w).iterdir())]  # one listing
+    src_files, src_y = [f for f, _ in pairs], np.asarray([i for _, i in pairs], dtype=np.int64)
     tgt_files, tgt_y = imagenet_c_files(root / target_dir, corruption, severity, wnids)
     perm = np.random.default_rng(split_seed).permutation(len(src_files))
     n_val = int(round(val_fraction * len(perm)))
