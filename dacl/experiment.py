@@ -150,19 +150,31 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
         data = build_benchmark(plain, device)
         seed_everything(seed)  # model init depends only on the seed, not on data loading
         source_method = METHODS.get(plain["method"]["name"]).source_method
-        # a test-time method adapts a trained model: the loop trains its source method first, then it adapts
-        learner_cfg = {**plain, "method": {"name": source_method}} if source_method else plain
+        # a test-time method adapts a trained model: the loop trains its source method first (or takes the shared
+        # source run of tta.source_runs), then it adapts
+        learner_cfg, shared_source = plain, None
+        if source_method:
+            from dacl.engine.tta import build_test_time_method, shared_source_dir, source_learner_config
+
+            learner_cfg = source_learner_config(plain, source_method)
+            shared_source = shared_source_dir(plain, source_method)
+            if shared_source is not None and dist.world_size > 1:
+                raise ConfigError("a shared source run (tta.source_runs) is trained by one process; run test-time "
+                                  "adaptation without torchrun")
         method = build_method(learner_cfg, data).to(device)
         if source_method:  # an impossible combination (Tent on a model without BatchNorm) fails before any training
-            from dacl.engine.tta import build_test_time_method, tta_settings
-
-            tta_settings(plain)
             build_test_time_method(plain, copy.deepcopy(method.model), data.num_classes)
         trainer = Trainer(method, data, trainer_cfg, run_dir, seed=seed, dist=dist)
-        return dict(trainer=trainer, data=data, method=method, device=device, seed=seed, source_method=source_method)
+        return dict(trainer=trainer, data=data, method=method, device=device, seed=seed, source_method=source_method,
+                    shared_source=shared_source)
 
     def execute(ctx: dict[str, Any]) -> dict[str, Any]:
         trainer, data, method = ctx["trainer"], ctx["data"], ctx["method"]
+        if ctx["shared_source"] is not None and not (trainer.cfg.resume and trainer.checkpoint_path.exists()):
+            from dacl.engine.tta import ensure_source_run
+
+            # the shared source run's final checkpoint: the fit below has nothing left to train
+            trainer.load_checkpoint(ensure_source_run(plain, ctx["source_method"], ctx["shared_source"], command))
         with graceful_stop():
             fit = trainer.fit(stop_at=stop_at)
         if fit.steps < trainer.total_steps:  # paused on purpose: checkpoint written, no final result
@@ -176,6 +188,8 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
             with graceful_stop():
                 try:
                     adaptation = adapt_on_target_test(plain, method.model, data, ctx["seed"])
+                    if ctx["shared_source"] is not None:
+                        adaptation["source_run"] = str(ctx["shared_source"])
                 except RunInterrupted:  # keep the trained source model: a resume goes straight to adaptation
                     trainer.save_checkpoint()
                     raise

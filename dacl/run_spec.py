@@ -15,7 +15,7 @@ from typing import Any, Mapping
 RUNTIME_KEYS: dict[str, frozenset[str]] = {
     "run": frozenset({"data_root", "download", "tag", "benchmark.workers", "trainer.threads", "trainer.progress", "trainer.resume",
                       "trainer.device", "trainer.tensorboard", "trainer.log_every", "trainer.ckpt_every",
-                      "trainer.save_model"}),
+                      "trainer.save_model", "tta.source_runs"}),
     "continual": frozenset({"data_root", "download", "tag", "trainer.device", "trainer.threads", "trainer.resume",
                             "trainer.ckpt_every", "trainer.log_every"}),
 }

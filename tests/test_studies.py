@@ -172,3 +172,49 @@ def test_reproduce_runs_each_point_through_a_hydra_launcher(tmp_path, monkeypatc
     assert sorted(r["method"] for r in archive) == ["dann", "source_only"] and all(r["status"] == "ok" for r in archive)
     assert len(list((tmp_path / "runs").rglob("multirun.yaml"))) == 2  # each ran as a one-job multirun
     assert list((tmp_path / "runs").rglob(".submitit"))  # through submitit's launcher
+
+
+def test_a_test_time_study_adapts_one_shared_source_model(tmp_path, monkeypatch):
+    """Every test-time method of a seed adapts the same source run (trained once, even by two jobs side by side),
+    and the table shows each protocol beside that source model."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "tta.yaml").write_text(f"""
+title: "tiny TTA"
+table: {studies / 'tables' / 'tta'}
+kind: test_time_adaptation
+grid:
+  - benchmark: synthetic_shift
+    model: lenet_bn
+    method: [bn_adapt, tent]
+    seed: [0]
+    trainer.max_steps: 60
+    trainer.eval_every: 60
+  - benchmark: synthetic_shift
+    model: lenet_bn
+    method: shot_im
+    variant: offline
+    tta.protocol: offline
+    tta.epochs: 2
+    seed: [0]
+    trainer.max_steps: 60
+    trainer.eval_every: 60
+runtime: [trainer.threads=1, trainer.progress=false]
+paper:
+  - {{benchmark: synthetic_shift, method: "shot_im [offline]", value: 90.0, source: "a made-up reference", protocol: "differs: test"}}
+""")
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    table = reproduce("tta", Options(runs=tmp_path / "runs", jobs=2, echo=lambda _: None))
+    sources = list((tmp_path / "runs" / "source_models").rglob("results.json"))
+    assert len(sources) == 1, "one source run for the three test-time runs"
+    records = read_archive(studies / "tables" / "tta.runs.jsonl")
+    assert len(records) == 3 and all(r["steps"] == 60 for r in records)
+    adapted = {r["variant"] or r["method"]: r["metrics"]["test_time_adaptation"] for r in records}
+    assert {a["source_run"] for a in adapted.values()} == {str(sources[0].parent)}
+    assert len({a["source_target_test_acc"] for a in adapted.values()}) == 1
+    assert adapted["offline"]["protocol"] == "offline" and adapted["offline"]["epochs"] == 2
+    source_acc = 100 * adapted["tent"]["source_target_test_acc"]
+    text = table.read_text()
+    assert f"| source model | no adaptation | {source_acc:.2f} | 1 |" in text
+    assert "| shot_im [offline] | offline |" in text and "| 90.00 |" in text and "| tent | episodic_domain |" in text
+    assert all(a["target_test_acc"] > a["source_target_test_acc"] for a in adapted.values()), adapted

@@ -3,13 +3,19 @@
 Protocols (named, because results differ a lot between them):
 - ``episodic_batch``: reset to the source model before every test batch (no memory at all);
 - ``episodic_domain``: reset at the start of each domain, adapt across that domain's batches;
-- ``continual``: never reset; adaptation carries over from one domain to the next (online TTA).
+- ``continual``: never reset; adaptation carries over from one domain to the next (online TTA);
+- ``offline``: SHOT's source-free protocol: ``epochs`` shuffled passes over the unlabelled target *training* set,
+  then the frozen model scores the target test set.
 Labels only score predictions. Test batches are drawn in a fixed shuffled order (seeded), since
 class-sorted batches would corrupt batch statistics.
 """
 from __future__ import annotations
 
 import copy
+import fcntl
+import hashlib
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +30,8 @@ from dacl.methods.base import Method
 from dacl.metrics import accuracy, predict_in_batches
 from dacl.registry import METHODS
 
-PROTOCOLS = ("episodic_batch", "episodic_domain", "continual")
+PROTOCOLS = ("episodic_batch", "episodic_domain", "continual", "offline")
+ONLINE_PROTOCOLS = PROTOCOLS[:3]
 _stop_requested = signals.requested  # read between test batches (a flag set by the SIGTERM/SIGINT handler)
 
 
@@ -59,8 +66,9 @@ def build_tta(name: str, model: torch.nn.Module, num_classes: int, **hparams) ->
 def run_tta(method: Method, domains: Sequence[tuple[str, Tensor, Tensor]], protocol: str = "episodic_domain",
             batch_size: int = 128, seed: int = 0) -> dict[str, float]:
     """Accuracy per domain (in order) of ``method.adapt`` predictions under ``protocol``."""
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown TTA protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    if protocol not in ONLINE_PROTOCOLS:
+        raise ConfigError(f"unknown online TTA protocol '{protocol}'; choose one of {', '.join(ONLINE_PROTOCOLS)} "
+                          "(the offline protocol is fit_tta, then evaluate_adapted)")
     gen = torch.Generator().manual_seed(seed)
     accuracies: dict[str, float] = {}
     for name, x, y in domains:
@@ -112,17 +120,76 @@ def evaluate_adapted(method: Method, x: Tensor, y: Tensor, batch_size: int = 102
             m.training = mode
 
 
-def tta_settings(plain: dict) -> tuple[str, int]:
-    """The run's ``tta`` section (protocol, batch size), validated."""
+@dataclass(frozen=True)
+class TTASettings:
+    """A run's ``tta`` section: how a test-time method meets the target (see PROTOCOLS) and where its source
+    model comes from."""
+
+    protocol: str = "episodic_domain"
+    batch_size: int = 128
+    epochs: int = 1               # offline: passes over the unlabelled target training set
+    lr_decay: bool = False        # offline: SHOT's lr0 (1 + 10 p)^-0.75
+    source: dict[str, Any] = field(default_factory=dict)  # the source method's hyper-parameters (e.g. label smoothing)
+    source_runs: str | None = None  # a folder of shared source runs (None: the run trains its own source model)
+
+
+def tta_settings(plain: dict) -> TTASettings:
+    """The run's ``tta`` section, validated."""
     tta = dict(plain.get("tta") or {})
-    protocol, batch_size = str(tta.pop("protocol", "episodic_domain")), int(tta.pop("batch_size", 128))
-    if tta:
-        raise ConfigError(f"unknown tta option(s) {sorted(tta)}; known: protocol, batch_size")
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown TTA protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
-    if batch_size < 1:
-        raise ConfigError(f"tta.batch_size must be a positive integer, got {batch_size}")
-    return protocol, batch_size
+    known = set(TTASettings.__dataclass_fields__)
+    if set(tta) - known:
+        raise ConfigError(f"unknown tta option(s) {sorted(set(tta) - known)}; known: {', '.join(sorted(known))}")
+    settings = TTASettings(**{k: v for k, v in tta.items() if v is not None or k == "source_runs"})
+    if settings.protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown TTA protocol '{settings.protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    for key in ("batch_size", "epochs"):
+        if not isinstance(getattr(settings, key), int) or getattr(settings, key) < 1:
+            raise ConfigError(f"tta.{key} must be a positive integer, got {getattr(settings, key)!r}")
+    if not isinstance(settings.source, dict):
+        raise ConfigError(f"tta.source holds the source method's hyper-parameters as a mapping, got {settings.source!r}")
+    return settings
+
+
+def source_learner_config(plain: dict, source_method: str) -> dict:
+    """The config of the source run a test-time method adapts: the same benchmark, model, trainer and seed, the
+    source method with ``tta.source``'s hyper-parameters, and nothing that only concerns adaptation."""
+    learner = {k: v for k, v in plain.items() if k not in ("tta", "variant", "hparams_seed")}
+    return {**learner, "method": {"name": source_method, **(tta_settings(plain).source or {})}}
+
+
+def shared_source_dir(plain: dict, source_method: str) -> Path | None:
+    """``<tta.source_runs>/<benchmark>/<source method>/<digest>/seed<k>``: one folder per source configuration, so
+    every test-time method and protocol of a table adapts the same trained model instead of training its own.
+    The digest covers every result-changing key of the source run (dacl.run_spec)."""
+    from dacl.run_spec import result_config
+
+    root = tta_settings(plain).source_runs
+    if not root:
+        return None
+    learner = source_learner_config(plain, source_method)
+    digest = hashlib.sha1(json.dumps(result_config(learner), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(root) / str(plain["benchmark"]["name"]) / source_method / digest / f"seed{plain['seed']}"
+
+
+def ensure_source_run(plain: dict, source_method: str, folder: Path, command: str | None) -> Path:
+    """Train the shared source run in ``folder`` unless it has finished; returns its final checkpoint. Runs that
+    need the same source wait for the one training it (a lock beside the folder), then load its checkpoint."""
+    from dacl.engine.run_folder import folder_status
+    from dacl.experiment import run_experiment
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "checkpoint.pt"
+    with open(folder.parent / f".{folder.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocking: a second run waits for the first to finish the source
+        if folder_status(folder)[0] != "ok" or not checkpoint.is_file():
+            learner = source_learner_config(plain, source_method)
+            trainer = dict(learner["trainer"])
+            # resume a killed source run; keep its last checkpoint, which the test-time runs start from
+            trainer.update(resume=True, ckpt_every=int(trainer["max_steps"]), save_model=True)
+            print(f"training the shared source model into {folder} ...", flush=True)
+            run_experiment({**learner, "trainer": trainer}, folder,
+                           command=f"source run of: {command}" if command else None)
+    return checkpoint
 
 
 def build_test_time_method(plain: dict, model: torch.nn.Module, num_classes: int) -> Method:
@@ -134,19 +201,27 @@ def build_test_time_method(plain: dict, model: torch.nn.Module, num_classes: int
 
 
 def adapt_on_target_test(plain: dict, source_model: torch.nn.Module, data, seed: int) -> dict[str, Any]:
-    """The configured TTA method adapts a copy of ``source_model`` on the benchmark's target test set under the
-    run's ``tta`` protocol; returns its accuracy beside the unadapted source model's."""
+    """The configured TTA method adapts a copy of ``source_model`` under the run's ``tta`` protocol (online: on the
+    target test batches; offline: on the unlabelled target training set, then scored frozen); returns its
+    target test accuracy beside the unadapted source model's."""
     from dacl.engine.trainer import seed_everything
 
-    protocol, batch_size = tta_settings(plain)
+    settings = tta_settings(plain)
     x, y = data.target_test
     source_model.eval()
     before = accuracy(predict_in_batches(source_model, x, 2048), y)
     seed_everything(seed)
     method = build_test_time_method(plain, copy.deepcopy(source_model), data.num_classes)
-    after = run_tta(method, [("target", x, y)], protocol, batch_size, seed)["target"]
-    return {"method": method.registry_name, "protocol": protocol, "batch_size": batch_size,
-            "source_target_test_acc": before, "target_test_acc": after, "method_hparams": method.hparams}
+    if settings.protocol == "offline":
+        fit_tta(method, data.target_train_x, settings.epochs, settings.batch_size, seed, settings.lr_decay)
+        after = evaluate_adapted(method, x, y)
+    else:
+        after = run_tta(method, [("target", x, y)], settings.protocol, settings.batch_size, seed)["target"]
+    out = {"method": method.registry_name, "protocol": settings.protocol, "batch_size": settings.batch_size,
+           "source_target_test_acc": before, "target_test_acc": after, "method_hparams": method.hparams}
+    if settings.protocol == "offline":
+        out.update(epochs=settings.epochs, lr_decay=settings.lr_decay)
+    return out
 
 
 def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.device, *, num_classes: int):
@@ -161,8 +236,6 @@ def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.d
     plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
     done = run_dir / "results.json"
     if done.exists():  # reuse a finished source run only if it was trained with this very recipe
-        import json
-
         from dacl.engine.trainer import RUNTIME_OPTIONS
 
         def recipe(cfg_dict: dict) -> dict:

@@ -87,8 +87,10 @@ def _launch(study: Study, point: Point, opts: Options) -> dict[str, Any] | None:
                 str(point.processes)] if point.processes > 1 else [sys.executable]
     multirun, where = ([], [f"hydra.run.dir={folder}"]) if opts.launcher is None else \
         (["-m"], [f"hydra/launcher={opts.launcher}", f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=."])
-    cmd = [*launcher, "-m", "dacl", study.command, *multirun, *point.overrides, *study.runtime, *opts.extra, RESUME_KEY,
-           *where]
+    # test-time methods of one study adapt one shared source model per configuration instead of training their own
+    shared = [f"tta.source_runs={opts.runs / 'source_models'}"] if study.command == "run" else []
+    cmd = [*launcher, "-m", "dacl", study.command, *multirun, *point.overrides, *study.runtime, *opts.extra, *shared,
+           RESUME_KEY, *where]
     if opts.data_root:
         cmd.append(f"data_root={opts.data_root}")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dacl.engine.results import atomic_write_text
-from dacl.reporting import (COLUMNS, _fmt, aggregate, format_mean_std, mean_std, processes,
+from dacl.reporting import (COLUMNS, _fmt, _label, aggregate, format_mean_std, mean_std, processes,
                             sweep_command, to_csv, to_markdown)
 from dacl.run_spec import RUNTIME_KEYS, migrate_legacy
 from dacl.studies.spec import Study
@@ -84,6 +84,60 @@ def domain_adaptation(study: Study, ok: list[dict[str, Any]], failed: list[dict[
     markdown = to_markdown(rows, failed, study.title, []).rstrip("\n") + "\n" + _tail(notes, provenance)
     selection = "source_val" if any(r["selection"] == "source_val" for r in rows) else "last"
     return markdown, Rendered(rows, _best(rows, selection))
+
+
+@renderer("test_time_adaptation")
+def test_time_adaptation(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                         provenance: list[str]) -> tuple[str, Rendered]:
+    """Target accuracy after adaptation per method, variant and protocol, each seed beside the unadapted source
+    model it started from (one row per task: the same trained model for every method of a seed)."""
+    paper = study.paper_lookup()
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    source: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in ok:
+        tta = r["metrics"]["test_time_adaptation"]
+        groups[(r["benchmark"], r["task"], _label(r["method"], r.get("variant")), tta["protocol"])].append(r)
+        source[(r["benchmark"], r["task"])][r["seed"]].append(100 * tta["source_target_test_acc"])
+
+    def row(bench: str, task: str, label: str, protocol: str, per_seed: dict[int, float], command: str) -> dict[str, Any]:
+        mean, std = mean_std(per_seed.values())
+        return {"benchmark": bench, "task": task, "method": label, "selection": "none", "metric": "target_acc",
+                "mean": mean, "std": std, "n_seeds": len(per_seed), "paper_value": paper.get(bench, {}).get(label),
+                "command": command, "protocol": protocol, "per_seed": per_seed}
+
+    rows = []
+    for bench, task in dict.fromkeys((b, t) for b, t, _, _ in groups):
+        seeds = source[(bench, task)]
+        rows.append(row(bench, task, "source model", "no adaptation",
+                        {s: sum(v) / len(v) for s, v in sorted(seeds.items())}, "(the model every row adapts)"))
+        for (b, t, label, protocol), runs in groups.items():
+            if (b, t) == (bench, task):
+                per_seed = {r["seed"]: 100 * r["metrics"]["target_test_acc"]["last"] for r in sorted(runs, key=lambda r: r["seed"])}
+                rows.append(row(b, t, label, protocol, per_seed,
+                                sweep_command([r.get("command") for r in runs], [r["seed"] for r in runs])))
+    tasks = len({(r["benchmark"], r["task"]) for r in rows})
+    lines = [f"# {study.title}", "", "Target test accuracy (%) after adaptation, mean ± std over seeds. No selection: "
+             "every number is the model after its protocol ends (online: predictions made while adapting on the test "
+             "batches; offline: the frozen model after its passes over the unlabelled target training set). Target "
+             "labels only score. `source model` is the unadapted model each seed's rows start from.", "",
+             ("| task " if tasks > 1 else "") + "| method | protocol | accuracy | seeds | per seed | paper |",
+             ("|---" if tasks > 1 else "") + "|---|---|---|---|---|---|"]
+    for r in rows:
+        seeds = " / ".join(f"{v:.2f}" for v in r["per_seed"].values())
+        lines.append((f"| {r['task']} " if tasks > 1 else "") + f"| {r['method']} | {r['protocol']} | "
+                     f"{format_mean_std(r['mean'], r['std'])} | {r['n_seeds']} | {seeds} | {_fmt(r['paper_value'])} |")
+    lines += ["", "## Commands", ""] + [f"- {r['method']} ({r['protocol']}): `{r['command']}`" for r in rows[1:]
+                                         if r["method"] != "source model"]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    adapted = [r for r in rows if r["method"] != "source model"]
+    best = max(adapted, key=lambda r: r["mean"], default=None)
+    base = next((r for r in rows if r["method"] == "source model" and best is not None
+                 and (r["benchmark"], r["task"]) == (best["benchmark"], best["task"])), None)
+    headline = (f"best: {best['method']} ({best['protocol']}) {best['mean']:.2f} (source model {base['mean']:.2f})"
+                if best is not None and base is not None else "no finished run yet")
+    csv_rows = [{k: r.get(k) for k in COLUMNS} for r in rows]
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(csv_rows, headline)
 
 
 SCENARIOS = ("task", "domain", "class")
