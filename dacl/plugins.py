@@ -36,6 +36,7 @@ BUILTIN_MODULES = (
     "dacl.data.office",
     "dacl.data.cifar",
     "dacl.data.imagenet",
+    "dacl.data.corruptions",
     "dacl.data.streams",
     "dacl.benchmarks",
     "dacl.methods",

@@ -218,3 +218,48 @@ paper:
     assert f"| source model | no adaptation | {source_acc:.2f} | 1 |" in text
     assert "| shot_im [offline] | offline |" in text and "| 90.00 |" in text and "| tent | episodic_domain |" in text
     assert all(a["target_test_acc"] > a["source_target_test_acc"] for a in adapted.values()), adapted
+
+
+def test_a_corruption_suite_study_tables_error_per_corruption_and_severity(tmp_path, monkeypatch):
+    """One run per method x protocol x severity, all adapting one source model; the table gives each corruption of
+    the last severity, the mean per severity and overall, the source model beside them."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "suite.yaml").write_text(f"""
+title: "tiny corruption suite"
+table: {studies / 'tables' / 'suite'}
+kind: tta_corruptions
+grid:
+  - benchmark: mnist_c
+    benchmark.source: uci_digits
+    benchmark.n_test: 200
+    benchmark.corruptions: "[contrast,gaussian_blur]"
+    benchmark.severities: "[3,5]"
+    model: lenet_bn
+    method: bn_adapt
+    tta.protocol: [episodic_domain, continual]
+    tta.domain_group: [3, 5]
+    seed: [0]
+    trainer.max_steps: 60
+    trainer.eval_every: 60
+runtime: [trainer.threads=1, trainer.progress=false]
+""")
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    table = reproduce("suite", Options(runs=tmp_path / "runs", echo=lambda _: None))
+    assert len(list((tmp_path / "runs" / "source_models").rglob("results.json"))) == 1
+    records = read_archive(studies / "tables" / "suite.runs.jsonl")
+    assert len(records) == 4
+    five = next(r["metrics"]["test_time_adaptation"] for r in records
+                if r["config"]["tta"] == {**r["config"]["tta"], "domain_group": 5, "protocol": "episodic_domain"})
+    assert list(five["per_domain"]) == ["contrast@5", "gaussian_blur@5"]
+    error = {n: 100 * (1 - a) for n, a in five["per_domain"].items()}
+    source_error = {n: 100 * (1 - a) for n, a in five["source_per_domain"].items()}
+    assert error["contrast@5"] < source_error["contrast@5"] - 5, "re-estimated BN statistics undo a contrast shift"
+    text = table.read_text()
+    header = "| corruption | source model | bn_adapt [continual] | bn_adapt [episodic_domain] |"
+    assert header in text
+    row = next(line for line in text.splitlines() if line.startswith("| contrast@5 |"))
+    assert row.split("|")[2].strip() == f"{source_error['contrast@5']:.1f}"
+    assert row.split("|")[4].strip() == f"{error['contrast@5']:.1f}"
+    assert all(f"| {label} |" in text for label in ("gaussian_blur@5", "mean@3", "mean@5", "mean@3-5"))
+    assert "contrast@3 |" not in text, "only the last severity is listed corruption by corruption"

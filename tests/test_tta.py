@@ -151,39 +151,60 @@ def test_fit_tta_lr_decay_follows_shots_schedule(source):
     assert all(a > b for a, b in zip(seen, seen[1:]))
 
 
-def test_shot_source_architecture_and_stale_source_runs(tmp_path):
-    from dacl.engine.tta import source_model_factory
+def test_shot_source_architecture():
     from dacl.models.classifier import build_classifier
 
     model = build_classifier("lenet", 10, 1, 28, batch_norm=True, bottleneck_relu=False, head_weight_norm=True)
     assert not any(isinstance(m, torch.nn.ReLU) for m in model.bottleneck)
     assert hasattr(model.head, "parametrizations")  # weight norm: direction and magnitude are separate parameters
-    import json
-
-    (tmp_path / "results.json").write_text(json.dumps({"config": {"method": {"name": "source_only"}, "seed": 0}}))
-    cfg = {"method": {"name": "source_only", "label_smoothing": 0.1}, "seed": 0, "model": {}, "benchmark": {}, "trainer": {}}
-    with pytest.raises(ConfigError, match="different method"):
-        source_model_factory(cfg, tmp_path, "cmd", torch.device("cpu"), num_classes=10)
 
 
-def test_source_run_reuse_ignores_validators_but_not_training_options(tmp_path):
-    """A source run scored with extra validators holds the same weights (the saved weights are the last step's; here a legacy model.pt), so TTA may
-    reuse it; a run trained with another lr may not."""
-    import json
+def test_a_shared_source_run_is_one_per_source_configuration(tmp_path):
+    """Every test-time method, protocol and variant of a configuration adapts the same source run; anything that
+    changes how the source model is trained (its method's hyper-parameters, the trainer, the seed) is another run."""
+    from conftest import TINY, compose_config
 
-    from dacl.engine.tta import source_model_factory
+    from dacl.engine.tta import shared_source_dir
 
-    base = {"method": {"name": "source_only"}, "seed": 0, "model": {"backbone": "lenet", "batch_norm": True},
-            "benchmark": {"channels": 1, "image_size": 28}}
-    saved = base | {"trainer": {"lr": 0.01, "validators": ["source_val", "entropy", "snd"], "threads": 1}}
-    (tmp_path / "results.json").write_text(json.dumps({"config": saved}))
-    from dacl.models.classifier import build_classifier
+    def folder(*overrides: str):
+        cfg = OmegaConf.to_container(compose_config(*TINY, "model=lenet_bn", f"tta.source_runs={tmp_path}", *overrides),
+                                     resolve=True)
+        return shared_source_dir(cfg, "source_only")
 
-    torch.manual_seed(0)
-    trained = build_classifier(num_classes=10, in_channels=1, image_size=28, **base["model"])
-    torch.save(trained.state_dict(), tmp_path / "model.pt")
-    fresh = source_model_factory(base | {"trainer": {"lr": 0.01, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"), num_classes=10)
-    copy = fresh()  # the reused run's weights, not a newly initialised model
-    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), trained.state_dict().values()))
-    with pytest.raises(ConfigError, match="different trainer"):
-        source_model_factory(base | {"trainer": {"lr": 0.1, "validators": ["source_val"]}}, tmp_path, "cmd", torch.device("cpu"), num_classes=10)
+    tent = folder("method=tent")
+    assert tent.parent.parent.parent == tmp_path / "synthetic_shift" and tent.name == "seed0"
+    assert folder("method=shot_im", "tta.protocol=offline", "variant=x", "method.lr=0.5", "trainer.threads=2") == tent
+    for change in ("trainer.lr=0.5", "+tta.source.label_smoothing=0.1", "seed=1", "model.bottleneck_dim=32"):
+        assert folder("method=tent", change) != tent, change
+    assert folder("method=tent", "tta.source_runs=null") is None
+
+
+def test_a_suite_of_target_domains_is_adapted_group_by_group(source):
+    """tta.domain_group picks the domains a run meets in turn; each domain is scored on its own, and the protocol
+    decides whether adaptation carries over from one to the next."""
+    import dataclasses
+
+    from dacl.benchmarks.domain_pair import TargetDomain
+    from dacl.engine.tta import adapt_on_target_test
+
+    cfg, data, _ = source
+    model, _ = _fresh_model(source)
+    n = len(data.target_test[1]) // 4
+    suite = dataclasses.replace(data, target_domains=tuple(
+        TargetDomain(f"d{k}", 1 + k // 2, k * n, (k + 1) * n) for k in range(4)))
+    plain = {**cfg, "method": {"name": "tent", "lr": 0.02}}  # a large step, so carrying over shows
+    out = {p: adapt_on_target_test({**plain, "tta": {"protocol": p, "domain_group": 2, "batch_size": 16}}, model, suite, 0)
+           for p in ("episodic_domain", "continual")}
+    assert list(out["continual"]["per_domain"]) == ["d2", "d3"]
+    first = out["continual"]["per_domain"]["d2"]
+    assert out["episodic_domain"]["per_domain"]["d2"] == first, "the first domain starts from the source either way"
+    assert out["episodic_domain"]["per_domain"]["d3"] != out["continual"]["per_domain"]["d3"]
+    x, y = suite.target_test
+    from dacl.metrics import accuracy, predict_in_batches
+
+    assert out["continual"]["source_per_domain"]["d3"] == accuracy(predict_in_batches(model.eval(), x[3 * n:4 * n]), y[3 * n:4 * n])
+    assert out["continual"]["target_test_acc"] == pytest.approx(sum(out["continual"]["per_domain"].values()) / 2)
+    with pytest.raises(ConfigError, match="one of 1, 2"):
+        adapt_on_target_test({**plain, "tta": {"domain_group": 7}}, model, suite, 0)
+    with pytest.raises(ConfigError, match="several target domains"):
+        adapt_on_target_test({**plain, "tta": {"domain_group": 1}}, model, data, 0)

@@ -19,6 +19,17 @@ from dacl.errors import ConfigError, DataError
 from dacl.registry import BENCHMARKS, DATASETS
 
 
+@dataclass(frozen=True)
+class TargetDomain:
+    """A named slice ``[start, stop)`` of a target test set that holds several domains (a corruption suite's
+    corruption at one severity); ``group`` gathers the domains one test-time run meets in turn (a severity)."""
+
+    name: str
+    group: int | str
+    start: int
+    stop: int
+
+
 @dataclass
 class DomainPair:
     name: str
@@ -31,6 +42,7 @@ class DomainPair:
     source_test: tuple[Tensor, Tensor]
     target_train_x: Tensor
     target_test: tuple[Tensor, Tensor]
+    target_domains: tuple[TargetDomain, ...] = ()  # empty: the target test set is one domain
 
     def sizes(self) -> dict[str, int]:
         return {"source_train": len(self.source_train[1]), "source_val": len(self.source_val[1]),
@@ -154,6 +166,25 @@ def cifar10_c_pair(source: str | dict = "cifar10", target: dict | None = None, *
     target = {"name": "cifar10_c", "corruption": "gaussian_noise", "severity": 5, **(target or {})}
     name = f"cifar10_c_{target['corruption']}{target['severity']}"
     return load_domain_pair(source, target, name=name, **{**CIFAR32, **overrides})
+
+
+@BENCHMARKS.register("mnist_c")
+def mnist_c(source: str = "mnist", corruptions: Sequence[str] | None = None, severities: Sequence[int] = (1, 2, 3, 4, 5),
+            n_test: int = 10000, corruption_seed: int = 0, **overrides: Any) -> DomainPair:
+    """MNIST -> an MNIST-C-style suite (dacl.data.corruptions): the first ``n_test`` MNIST test images under every
+    corruption at every severity, one target domain each ("fog@5", grouped by severity), in that order. The target
+    set is transductive (its unlabelled training images are the test images), as in CIFAR-10-C. ``source`` names
+    another grey digits dataset to corrupt instead (``uci_digits``: an offline suite)."""
+    from dacl.data.corruptions import CORRUPTIONS
+
+    names, levels = list(corruptions or CORRUPTIONS), [int(s) for s in severities]
+    target = {"name": "corrupted", "base": source, "corruptions": names, "severities": levels, "n": n_test,
+              "seed": corruption_seed}
+    pair = load_domain_pair(source, target, name=f"{source}_c", **{**GREY28, **overrides})
+    n = len(pair.target_test[1]) // (len(names) * len(levels))
+    domains = [(c, s) for s in levels for c in names]
+    pair.target_domains = tuple(TargetDomain(f"{c}@{s}", s, k * n, (k + 1) * n) for k, (c, s) in enumerate(domains))
+    return pair
 
 
 # Tiny controlled shift for tests: UCI digits -> low-contrast, brightened, noisy UCI digits.

@@ -18,6 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from dacl.errors import ConfigError, UnknownNameError
+from dacl.registry import DATASETS
 
 CORRUPTIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {}
 
@@ -217,3 +218,20 @@ def grid_png(images: np.ndarray, path: str, seed: int = 0, per_row: int = 4) -> 
             strip = np.concatenate(list(imgs[..., 0] if imgs.ndim == 4 else imgs), axis=1)
             canvas.paste(Image.fromarray(strip), (label_w + col * tile_w, top))
     canvas.save(path)
+
+
+@DATASETS.register("corrupted")
+def corrupted(base: str = "mnist", corruptions: list[str] | None = None, severities: list[int] | None = None,
+              n: int = 10000, seed: int = 0, data_root: str | None = None, download: bool = False):
+    """A corruption suite as one dataset: the first ``n`` test images of ``base`` under every corruption at every
+    severity, severity-major (all corruptions at severity 1, then 2, ...); train = test (transductive)."""
+    from dacl.data.arrays import DomainArrays
+
+    names, levels = list(corruptions or CORRUPTIONS), list(severities or range(1, 6))
+    if n < 1:
+        raise ConfigError(f"the corruption suite needs n >= 1 test images per domain, got {n}")
+    clean = DATASETS.get(base)(data_root=data_root, download=download)
+    x, y = clean.x_test[:n], clean.y_test[:n]
+    xs = np.concatenate([corrupt(x, c, s, seed) for s in levels for c in names])
+    ys = np.tile(y, len(names) * len(levels))
+    return DomainArrays(f"{clean.name}_c", xs, ys, xs, ys, origin=f"{clean.origin or clean.name} (corrupted)")

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from dacl.engine.weights import WEIGHTS_FILE, load_weights, run_weights
+from dacl.engine.weights import WEIGHTS_FILE, load_weights
 from dacl.engine import signals
 from dacl.engine.signals import RunInterrupted
 from dacl.errors import ConfigError, DataError
@@ -129,6 +129,7 @@ class TTASettings:
     batch_size: int = 128
     epochs: int = 1               # offline: passes over the unlabelled target training set
     lr_decay: bool = False        # offline: SHOT's lr0 (1 + 10 p)^-0.75
+    domain_group: int | str | None = None  # a suite of target domains (mnist_c): adapt on this group's domains in turn
     source: dict[str, Any] = field(default_factory=dict)  # the source method's hyper-parameters (e.g. label smoothing)
     source_runs: str | None = None  # a folder of shared source runs (None: the run trains its own source model)
 
@@ -200,63 +201,47 @@ def build_test_time_method(plain: dict, model: torch.nn.Module, num_classes: int
     return build_tta(name, model, num_classes, **hparams)
 
 
+def target_domains(data, group: int | str | None) -> list[tuple[str, Tensor, Tensor]]:
+    """The target test domains a run adapts on, in order: the benchmark's named domains (of ``group`` when given),
+    or the whole target test set as one domain."""
+    x, y = data.target_test
+    domains = list(getattr(data, "target_domains", ()))
+    if not domains:
+        if group is not None:
+            raise ConfigError(f"tta.domain_group={group} needs a benchmark with several target domains (e.g. mnist_c); "
+                              f"{data.name} has one")
+        return [("target", x, y)]
+    chosen = [d for d in domains if group is None or str(d.group) == str(group)]
+    if not chosen:
+        groups = sorted({str(d.group) for d in domains})
+        raise ConfigError(f"no target domain of {data.name} is in group {group!r}; tta.domain_group is one of "
+                          f"{', '.join(groups)}")
+    return [(d.name, x[d.start:d.stop], y[d.start:d.stop]) for d in chosen]
+
+
 def adapt_on_target_test(plain: dict, source_model: torch.nn.Module, data, seed: int) -> dict[str, Any]:
     """The configured TTA method adapts a copy of ``source_model`` under the run's ``tta`` protocol (online: on the
-    target test batches; offline: on the unlabelled target training set, then scored frozen); returns its
-    target test accuracy beside the unadapted source model's."""
+    target test batches, domain after domain; offline: on the unlabelled target training set, then scored frozen);
+    returns its target test accuracy (the mean over domains) beside the unadapted source model's, per domain too
+    when the benchmark has several."""
     from dacl.engine.trainer import seed_everything
 
     settings = tta_settings(plain)
-    x, y = data.target_test
+    domains = target_domains(data, settings.domain_group)
     source_model.eval()
-    before = accuracy(predict_in_batches(source_model, x, 2048), y)
+    before = {name: accuracy(predict_in_batches(source_model, x, 2048), y) for name, x, y in domains}
     seed_everything(seed)
     method = build_test_time_method(plain, copy.deepcopy(source_model), data.num_classes)
     if settings.protocol == "offline":
         fit_tta(method, data.target_train_x, settings.epochs, settings.batch_size, seed, settings.lr_decay)
-        after = evaluate_adapted(method, x, y)
+        after = {name: evaluate_adapted(method, x, y) for name, x, y in domains}
     else:
-        after = run_tta(method, [("target", x, y)], settings.protocol, settings.batch_size, seed)["target"]
+        after = run_tta(method, domains, settings.protocol, settings.batch_size, seed)
+    mean = lambda accs: sum(accs.values()) / len(accs)  # noqa: E731  (equal-sized domains: the pooled accuracy)
     out = {"method": method.registry_name, "protocol": settings.protocol, "batch_size": settings.batch_size,
-           "source_target_test_acc": before, "target_test_acc": after, "method_hparams": method.hparams}
+           "source_target_test_acc": mean(before), "target_test_acc": mean(after), "method_hparams": method.hparams}
     if settings.protocol == "offline":
         out.update(epochs=settings.epochs, lr_decay=settings.lr_decay)
+    if len(domains) > 1 or domains[0][0] != "target":
+        out.update(domain_group=settings.domain_group, per_domain=after, source_per_domain=before)
     return out
-
-
-def source_model_factory(cfg, run_dir: str | Path, command: str, device: torch.device, *, num_classes: int):
-    """Train the configured source run into ``run_dir`` unless it already has results, then return a function
-    that builds a fresh copy of that source model on ``device`` (every TTA method adapts its own copy)."""
-    from omegaconf import OmegaConf
-
-    from dacl.experiment import run_experiment
-    from dacl.models.classifier import build_classifier
-
-    run_dir = Path(run_dir)
-    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
-    done = run_dir / "results.json"
-    if done.exists():  # reuse a finished source run only if it was trained with this very recipe
-        from dacl.engine.trainer import RUNTIME_OPTIONS
-
-        def recipe(cfg_dict: dict) -> dict:
-            # validators only score checkpoints; the saved weights are the last step's whatever they were
-            ignored = RUNTIME_OPTIONS | {"validators"}
-            trainer = {k: v for k, v in (cfg_dict.get("trainer") or {}).items() if k not in ignored}
-            return {k: cfg_dict.get(k) for k in ("method", "model", "benchmark", "seed")} | {"trainer": trainer}
-
-        saved, wanted = recipe(json.loads(done.read_text()).get("config", {})), recipe(plain)
-        differs = [k for k in wanted if saved[k] != wanted[k]]
-        if differs:
-            raise ConfigError(f"{run_dir} holds a source model trained with a different {', '.join(differs)} config; "
-                              "delete that folder (or pass another --source-run) to train the configured one")
-    else:
-        print(f"training the source model into {run_dir} ...", flush=True)
-        run_experiment(cfg, run_dir, command=command)
-    bench = plain["benchmark"]
-
-    def fresh() -> torch.nn.Module:
-        model = build_classifier(num_classes=num_classes, in_channels=bench["channels"], image_size=bench["image_size"],
-                                 **plain["model"])
-        return load_source_model(model, run_weights(run_dir)).to(device).to(memory_format=torch.channels_last)
-
-    return fresh

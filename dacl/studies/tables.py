@@ -140,6 +140,60 @@ def test_time_adaptation(study: Study, ok: list[dict[str, Any]], failed: list[di
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(csv_rows, headline)
 
 
+@renderer("tta_corruptions")
+def tta_corruptions(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                    provenance: list[str]) -> tuple[str, Rendered]:
+    """Error (%) per corruption of a corruption suite (one run per method x protocol x severity group): the last
+    group's corruptions one by one, then the mean of every group and over all groups, beside the source model."""
+    errors: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    commands: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[str, Any] = {}  # domain -> its group
+    for r in ok:
+        tta = r["metrics"]["test_time_adaptation"]
+        column = f"{_label(r['method'], r.get('variant'))} [{tta['protocol']}]"
+        commands[column].append(r)
+        for name, acc in tta["per_domain"].items():
+            groups[name] = tta["domain_group"]
+            errors[column][name][r["seed"]].append(100 * (1 - acc))
+            errors["source model"][name][r["seed"]].append(100 * (1 - tta["source_per_domain"][name]))
+    if not ok:
+        return f"# {study.title}\n\nNo finished run yet.\n" + _tail(notes, provenance), Rendered([], "no finished run yet")
+    columns = ["source model", *sorted(c for c in errors if c != "source model")]
+    cell = lambda col, names: mean_std([sum(v) / len(v) for n in names for v in errors[col][n].values()])  # noqa: E731
+    order = sorted(set(groups.values()), key=str)
+    last = [n for n in groups if groups[n] == order[-1]]
+    lines_of = [(n, [n]) for n in last] + [(f"mean@{g}", [n for n in groups if groups[n] == g]) for g in order]
+    lines_of.append((f"mean@{order[0]}-{order[-1]}" if len(order) > 1 else "mean", list(groups)))
+    rows, table = [], [f"# {study.title}", "", "Error (%) on each corrupted test set after adaptation (lower is "
+                   "better); `source model`: the unadapted model every column adapts. `episodic_domain` resets to the "
+                   "source model at each corruption; `continual` meets the corruptions of one severity in turn and never "
+                   f"resets. Rows: the corruptions at severity {order[-1]}, then the mean per severity and over all "
+                   "severities. No selection, target labels only score.", "",
+                   "| corruption | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, names in lines_of:
+        values = {c: cell(c, names) for c in columns if any(errors[c][n] for n in names)}
+        table.append(f"| {label} | " + " | ".join(f"{values[c][0]:.1f}" if c in values else "" for c in columns) + " |")
+        rows += [{"benchmark": ok[0]["benchmark"], "task": label, "method": c, "selection": "none", "metric": "error",
+                  "mean": v[0], "std": v[1], "n_seeds": len({s for n in names for s in errors[c][n]}),
+                  "paper_value": None, "command": "" if c == "source model" else
+                  sweep_command([r.get("command") for r in commands[c]], [r["seed"] for r in commands[c]],
+                                {"tta.domain_group": [r["metrics"]["test_time_adaptation"]["domain_group"]
+                                                      for r in commands[c]]})}
+                 for c, v in values.items()]
+    overall = {c: cell(c, list(groups))[0] for c in columns}
+    ranked = sorted(columns, key=overall.__getitem__, reverse=True)
+    table += ["", "Mean error over every corrupted set, highest first: "
+              + " > ".join(f"{c} {overall[c]:.1f}" for c in ranked) + ".", "", "## Commands", ""]
+    table += [f"- {c}: `{next(r['command'] for r in rows if r['method'] == c)}`" for c in columns[1:]]
+    if failed:
+        table += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    best = min(columns[1:], key=overall.__getitem__) if len(columns) > 1 else None
+    headline = (f"mean error {best} {overall[best]:.1f} (source model {overall['source model']:.1f})" if best
+                else "no finished run yet")
+    return "\n".join(table) + "\n" + _tail(notes, provenance), Rendered([{k: r.get(k) for k in COLUMNS} for r in rows],
+                                                                        headline)
+
+
 SCENARIOS = ("task", "domain", "class")
 
 
