@@ -120,6 +120,12 @@ def test_cifar_binary_cifar10c_tiny_imagenet_and_imagenet_c_read_their_layouts(t
     assert len(c10c.x_test) == 20 and c10c.y_test.tolist() == [i % 10 for i in range(20)]
     with pytest.raises(DataError, match="unknown CIFAR-10-C corruption"):
         DATASETS.get("cifar10_c")(corruption="rain", data_root=str(trees))
+    suite = BENCHMARKS.get("cifar10_c")(target={"corruption": "all", "severity": 3}, data_root=str(trees))
+    assert [d.name for d in suite.target_domains][:2] == ["gaussian_noise@3", "shot_noise@3"]
+    assert len(suite.target_domains) == 15 and suite.target_domains[-1].stop == len(suite.target_test[1]) == 15 * 20
+    fog = next(d for d in suite.target_domains if d.name == "fog@3")
+    single = BENCHMARKS.get("cifar10_c")(target={"corruption": "fog", "severity": 3}, data_root=str(trees))
+    assert torch.equal(suite.target_test[0][fog.start:fog.stop], single.target_test[0])
     tiny = DATASETS.get("tiny_imagenet")(data_root=str(trees))
     assert tiny.x_train.shape == (400, 64, 64, 3) and tiny.num_classes == 200 and len(tiny.x_test) == 200
     from dacl.data.imagenet import imagenet_c_files

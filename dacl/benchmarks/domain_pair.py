@@ -161,11 +161,20 @@ CIFAR32 = {"image_size": 32, "channels": 3, "mean": [0.4914, 0.4822, 0.4465], "s
 
 @BENCHMARKS.register("cifar10_c")
 def cifar10_c_pair(source: str | dict = "cifar10", target: dict | None = None, **overrides: Any) -> DomainPair:
-    """CIFAR-10 -> one CIFAR-10-C corruption at one severity (32 px); named per cell (cifar10_c_fog5), so a table
-    keeps every corruption apart."""
+    """CIFAR-10 -> CIFAR-10-C at one severity (32 px). One corruption (``target.corruption=fog``) is named per cell
+    (cifar10_c_fog5); a list, or ``all``, is a suite: every corruption its own target domain ("fog@5"), met in turn
+    by a test-time run (tta.domain_group=<severity>) that adapts one shared source model."""
+    from dacl.data.cifar import CORRUPTIONS
+
     target = {"name": "cifar10_c", "corruption": "gaussian_noise", "severity": 5, **(target or {})}
-    name = f"cifar10_c_{target['corruption']}{target['severity']}"
-    return load_domain_pair(source, target, name=name, **{**CIFAR32, **overrides})
+    corruption, severity = target["corruption"], int(target["severity"])
+    if isinstance(corruption, str) and corruption != "all":
+        return load_domain_pair(source, target, name=f"cifar10_c_{corruption}{severity}", **{**CIFAR32, **overrides})
+    names = list(CORRUPTIONS) if corruption == "all" else list(corruption)
+    pair = load_domain_pair(source, {**target, "corruption": names}, name="cifar10_c", **{**CIFAR32, **overrides})
+    n = len(pair.target_test[1]) // len(names)
+    pair.target_domains = tuple(TargetDomain(f"{c}@{severity}", severity, k * n, (k + 1) * n) for k, c in enumerate(names))
+    return pair
 
 
 @BENCHMARKS.register("mnist_c")

@@ -77,10 +77,14 @@ def cifar100(data_root: str | None = None, download: bool = False) -> DomainArra
 
 
 @DATASETS.register("cifar10_c")
-def cifar10_c(corruption: str = "gaussian_noise", severity: int = 5, data_root: str | None = None,
+def cifar10_c(corruption: str | list[str] = "gaussian_noise", severity: int = 5, data_root: str | None = None,
               download: bool = False) -> DomainArrays:
     """One corruption at one severity of CIFAR-10-C: the 10,000 corrupted CIFAR-10 test images (train = test: the
-    test-time protocol adapts on the very batches it predicts)."""
+    test-time protocol adapts on the very batches it predicts). A list of corruptions: their sets one after another."""
+    if not isinstance(corruption, str):
+        parts = [cifar10_c(c, severity, data_root, download) for c in corruption]
+        xs, ys = np.concatenate([p.x_test for p in parts]), np.concatenate([p.y_test for p in parts])
+        return DomainArrays(f"cifar10_c{severity}", xs, ys, xs, ys, origin=parts[0].origin.rsplit("/", 1)[0])
     if corruption not in CORRUPTIONS:
         raise DataError(f"unknown CIFAR-10-C corruption '{corruption}'; choose one of {', '.join(CORRUPTIONS)}")
     if severity not in range(1, 6):

@@ -168,14 +168,19 @@ def tta_corruptions(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
                    "better); `source model`: the unadapted model every column adapts. `episodic_domain` resets to the "
                    "source model at each corruption; `continual` meets the corruptions of one severity in turn and never "
                    f"resets. Rows: the corruptions at severity {order[-1]}, then the mean per severity and over all "
-                   "severities. No selection, target labels only score.", "",
+                   "severities. No selection, target labels only score."
+                   + (" A published error is in brackets (its source in the notes)." if study.paper else ""), "",
                    "| corruption | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    bench = ok[0]["benchmark"]
+    paper = study.paper_lookup().get(bench, {})  # {row: {column: published error}}
     for label, names in lines_of:
         values = {c: cell(c, names) for c in columns if any(errors[c][n] for n in names)}
-        table.append(f"| {label} | " + " | ".join(f"{values[c][0]:.1f}" if c in values else "" for c in columns) + " |")
-        rows += [{"benchmark": ok[0]["benchmark"], "task": label, "method": c, "selection": "none", "metric": "error",
+        shown = {c: f"{v[0]:.1f}" + (f" ({paper[label][c]:g})" if c in paper.get(label, {}) else "")
+                 for c, v in values.items()}
+        table.append(f"| {label} | " + " | ".join(shown.get(c, "") for c in columns) + " |")
+        rows += [{"benchmark": bench, "task": label, "method": c, "selection": "none", "metric": "error",
                   "mean": v[0], "std": v[1], "n_seeds": len({s for n in names for s in errors[c][n]}),
-                  "paper_value": None, "command": "" if c == "source model" else
+                  "paper_value": paper.get(label, {}).get(c), "command": "" if c == "source model" else
                   sweep_command([r.get("command") for r in commands[c]], [r["seed"] for r in commands[c]],
                                 {"tta.domain_group": [r["metrics"]["test_time_adaptation"]["domain_group"]
                                                       for r in commands[c]]})}
