@@ -188,6 +188,9 @@ def cmd_run(args: list[str]) -> None:
 
     def summary(res: dict) -> str:
         acc = res["metrics"]["target_test_acc"]
+        if res.get("kind") == "feature_space":
+            return (f"{res['task']} {res['method_hparams']['adapter']}: target acc "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"]["classifier_acc"].items()))
         if res.get("kind") == "tta":
             tta = res["metrics"]["test_time_adaptation"]
             return (f"{res['task']} {res['method']} seed={res['seed']}: target acc adapted={acc['last']:.4f} "

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dacl import distributed
 from dacl.benchmarks.domain_pair import DomainPair
+from dacl.data.features import FeaturePair
 from dacl.engine.results import git_commit, hardware, versions
 from dacl.engine.run_folder import run_in_folder
 from dacl.engine.signals import RunInterrupted, graceful_stop
@@ -148,8 +149,19 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
         device = resolve_device(device_name)
         seed = int(plain["seed"])
         data = build_benchmark(plain, device)
+        method_cls = METHODS.get(plain["method"]["name"])
+        closed_form = bool(getattr(method_cls, "closed_form", False))
+        if closed_form != isinstance(data, FeaturePair):
+            raise ConfigError(f"method '{method_cls.registry_name}' " + (
+                "is fit on precomputed features: use a feature benchmark (benchmark=office_caltech_surf)" if closed_form
+                else f"trains a network on images; benchmark '{data.name}' holds precomputed features (use "
+                     "method=feature_adapter)"))
+        if closed_form:
+            _, hparams = _split_name(plain["method"])
+            hparams.pop("search", None)
+            return dict(closed_form=method_cls(**hparams), data=data, device=device)
         seed_everything(seed)  # model init depends only on the seed, not on data loading
-        source_method = METHODS.get(plain["method"]["name"]).source_method
+        source_method = method_cls.source_method
         # a test-time method adapts a trained model: the loop trains its source method first (or takes the shared
         # source run of tta.source_runs), then it adapts
         learner_cfg, shared_source = plain, None
@@ -169,6 +181,9 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
                     shared_source=shared_source)
 
     def execute(ctx: dict[str, Any]) -> dict[str, Any]:
+        if "closed_form" in ctx:
+            return _closed_form_results(plain, ctx["data"], ctx["closed_form"], ctx["device"], command, started,
+                                        provenance)
         trainer, data, method = ctx["trainer"], ctx["data"], ctx["method"]
         if ctx["shared_source"] is not None and not (trainer.cfg.resume and trainer.checkpoint_path.exists()):
             from dacl.engine.tta import ensure_source_run
@@ -199,6 +214,21 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
     return run_in_folder(run_dir, main=dist.is_main, resume=bool(plain["trainer"].get("resume")), prepare=prepare,
                          execute=execute, record={"config": plain, "command": command, "rank": dist.rank, **provenance},
                          keep_setup_failures=keep_setup_failures)
+
+
+def _closed_form_results(plain: dict[str, Any], data: FeaturePair, method: Method, device: torch.device,
+                         command: str | None, started: float, provenance: dict[str, Any]) -> dict[str, Any]:
+    """A closed-form fit (shallow DA on features) in the one run-record schema: no steps, one 'fixed' result per
+    classifier, the first classifier's as target_test_acc."""
+    t0 = time.time()
+    scores = method.fit_and_score(data.xs, data.ys, data.xt, data.yt)
+    return {"status": "ok", "kind": "feature_space", "benchmark": data.name, "task": data.task,
+            "method": plain["method"]["name"], "variant": plain.get("variant"), "hparams_seed": 0,
+            "method_hparams": method.hparams, "seed": int(plain["seed"]), "command": command, "config": plain,
+            **provenance, "hardware": hardware(device), "versions": versions(), "data_sizes": data.sizes(), "steps": 0,
+            "wall_seconds": round(time.time() - started, 2), "fit_seconds": round(time.time() - t0, 2),
+            "selection_protocols": "'fixed': the closed-form fit (nothing to select from); target labels only score",
+            "metrics": {"target_test_acc": {"fixed": scores[method.hparams["classifiers"][0]]}, "classifier_acc": scores}}
 
 
 def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: Trainer, fit: FitResult,

@@ -44,3 +44,36 @@ def test_office_caltech_surf_small_scale(shared_data):
 def test_missing_feature_file_names_the_fix(tmp_path):
     with pytest.raises(DataError, match="data_root"):
         office_caltech_surf(tmp_path)
+
+
+def test_a_feature_space_run_writes_the_one_run_record(tmp_path):
+    """`dacl run method=feature_adapter` on a feature benchmark records what the library computes, in the same
+    results.json schema as a trained run; a feature method on images (or the reverse) is one error line."""
+    import json
+    import subprocess
+    import sys
+
+    xs, ys, xt, yt = _shifted_blobs(n=90)
+    pad = np.zeros((len(xs), 6))  # six noise dimensions (a constant column could not be z-scored)
+    rng = np.random.default_rng(1)
+    arrays = {"x_amazon": np.hstack([xs, pad + rng.random(pad.shape)]), "y_amazon": ys,
+              "x_webcam": np.hstack([xt, pad + rng.random(pad.shape)]), "y_webcam": yt}
+    for d in ("caltech10", "dslr"):
+        arrays |= {f"x_{d}": arrays["x_amazon"], f"y_{d}": ys}
+    np.savez(tmp_path / "office_caltech10_surf800.npz", **arrays)
+
+    def dacl(*args):
+        return subprocess.run([sys.executable, "-m", "dacl", "run", *args, f"data_root={tmp_path}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    proc = dacl("+experiment=office_caltech_surf", "method.adapter=ot_emd")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(next(tmp_path.rglob("results.json")).read_text())
+    expected = adapt_and_score(l1_zscore(arrays["x_amazon"]), ys, l1_zscore(arrays["x_webcam"]), yt, "ot_emd",
+                               ("1nn", "linear_svm"))
+    assert record["kind"] == "feature_space" and record["task"] == "amazon->webcam"
+    assert record["metrics"]["classifier_acc"] == expected
+    assert record["metrics"]["target_test_acc"] == {"fixed": expected["1nn"]} and record["status"] == "ok"
+    for bad in (["method=dann", "benchmark=office_caltech_surf"], ["method=feature_adapter", "benchmark=synthetic_shift"]):
+        proc = dacl(*bad)
+        assert proc.returncode == 2 and proc.stderr.count("dacl: error:") == 1 and "Traceback" not in proc.stderr, proc.stderr

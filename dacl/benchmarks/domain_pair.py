@@ -196,6 +196,23 @@ def mnist_c(source: str = "mnist", corruptions: Sequence[str] | None = None, sev
     return pair
 
 
+@BENCHMARKS.register("office_caltech_surf")
+def office_caltech_surf_pair(source: str = "amazon", target: str = "webcam", data_root: str | None = None,
+                             download: bool = False, device: Any = None):
+    """Office-Caltech-10 SURF (800-d bag of words), one ordered pair of its four domains, each L1-normalised then
+    z-scored on its own; every source example trains, every target example is scored (transductive)."""
+    from dacl.data.features import OFFICE_CALTECH_DOMAINS, FeaturePair, office_caltech_surf
+    from dacl.methods.da.feature_space import l1_zscore
+
+    for side, domain in (("source", source), ("target", target)):
+        if domain not in OFFICE_CALTECH_DOMAINS:
+            raise ConfigError(f"benchmark.{side}={domain!r} is not an Office-Caltech-10 domain; choose one of "
+                              f"{', '.join(OFFICE_CALTECH_DOMAINS)}")
+    domains = office_caltech_surf(data_root)
+    (xs, ys), (xt, yt) = domains[source], domains[target]
+    return FeaturePair("office_caltech_surf", f"{source}->{target}", l1_zscore(xs), ys, l1_zscore(xt), yt)
+
+
 # Tiny controlled shift for tests: UCI digits -> low-contrast, brightened, noisy UCI digits.
 register_pair("synthetic_shift", "uci_digits", "uci_digits_shifted", **GREY28)
 

@@ -1,6 +1,7 @@
 """Precomputed-feature domains (e.g. Office-Caltech-10 SURF): ``x_<domain>`` (n, d) + ``y_<domain>`` arrays."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +33,19 @@ def office_caltech_surf(data_root: str | Path | None) -> dict[str, tuple[np.ndar
         raise DataError(f"Office-Caltech-10 SURF needs data_root=<folder containing {OFFICE_CALTECH_SURF}> "
                         "(e.g. data_root=../shared/data)")
     return load_feature_domains(Path(data_root) / OFFICE_CALTECH_SURF, OFFICE_CALTECH_DOMAINS)
+
+
+@dataclass
+class FeaturePair:
+    """Precomputed source and target features (a feature benchmark): what a closed-form method adapts and scores."""
+
+    name: str
+    task: str
+    xs: np.ndarray
+    ys: np.ndarray
+    xt: np.ndarray
+    yt: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"source_train": len(self.ys), "target_train": len(self.xt), "target_test": len(self.yt),
+                "features": int(self.xs.shape[1])}

@@ -199,6 +199,46 @@ def tta_corruptions(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
                                                                         headline)
 
 
+@renderer("feature_space")
+def feature_space(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                  provenance: list[str]) -> tuple[str, Rendered]:
+    """Shallow DA on features (closed form, deterministic): tasks as rows, adapter + classifier as columns (the
+    papers' layout), and the average over tasks."""
+    acc: dict[str, dict[str, float]] = defaultdict(dict)
+    commands: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        for clf, value in r["metrics"]["classifier_acc"].items():
+            column = f"{r['method_hparams']['adapter']} + {clf}"
+            acc[column][r["task"]] = 100 * value
+            commands[column].append(r)
+    if not ok:
+        return f"# {study.title}\n\nNo finished run yet.\n" + _tail(notes, provenance), Rendered([], "no finished run yet")
+    columns, tasks = list(acc), list(dict.fromkeys(r["task"] for r in ok))
+    bench = ok[0]["benchmark"]
+    average = {c: sum(acc[c].values()) / len(acc[c]) for c in columns}
+    lines = [f"# {study.title}", "", "Target accuracy (%). Each adapter aligns the source features to the target's in "
+             "closed form, then each classifier is fit on the adapted source; target labels only score. Deterministic "
+             "(exact solvers, 1-NN, LIBSVM): one run per cell, no selection.", "",
+             "| task | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {t} | " + " | ".join(f"{acc[c][t]:.1f}" if t in acc[c] else "" for c in columns) + " |" for t in tasks]
+    lines.append("| average | " + " | ".join(f"{average[c]:.1f}" for c in columns) + " |")
+    adapters = dict.fromkeys(r["method_hparams"]["adapter"] for r in ok)
+    lines += ["", "## Commands", ""] + [
+        f"- {a}: `{sweep_command([r.get('command') for r in runs], [r['seed'] for r in runs], {'benchmark.source': [r['config']['benchmark']['source'] for r in runs], 'benchmark.target': [r['config']['benchmark']['target'] for r in runs]})}`"
+        for a in adapters for runs in [[r for r in ok if r["method_hparams"]["adapter"] == a]]]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    rows = [{"benchmark": bench, "task": t, "method": c, "selection": "fixed", "metric": "target_acc", "mean": acc[c][t],
+             "std": 0.0, "n_seeds": 1, "paper_value": None, "command": commands[c][0].get("command")}
+            for t in tasks for c in columns if t in acc[c]]
+    rows += [{"benchmark": bench, "task": "average", "method": c, "selection": "fixed", "metric": "target_acc",
+              "mean": average[c], "std": 0.0, "n_seeds": 1, "paper_value": None, "command": ""} for c in columns]
+    best = max(columns, key=average.__getitem__)
+    base = next((c for c in columns if c.startswith("none + ") and c.endswith(best.partition(" + ")[2])), None)
+    headline = f"best average: {best} {average[best]:.1f}" + (f" ({base} {average[base]:.1f})" if base and base != best else "")
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
+
+
 SCENARIOS = ("task", "domain", "class")
 
 

@@ -116,3 +116,24 @@ def adapt_and_score(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarr
         clf.fit(xs_a, ys)
         scores[name] = float((clf.predict(xt_a) == yt).mean())
     return scores
+
+
+from dacl.methods.base import Method  # noqa: E402
+from dacl.registry import METHODS  # noqa: E402
+
+
+@METHODS.register("feature_adapter")
+class FeatureAdapter(Method):
+    """Shallow DA as a `dacl run` method: ``adapter`` (a FEATURE_ADAPTERS name) aligns precomputed source features
+    to the target's, then each of ``classifiers`` is fit on the adapted source and scores the target. Closed form:
+    there is nothing to step, so the run is one fit (``closed_form``) recorded like any other run."""
+
+    defaults = {"adapter": "none", "classifiers": ["1nn", "linear_svm"], "adapter_kwargs": {}}
+    closed_form = True
+
+    def fit_and_score(self, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, float]:
+        h = self.hparams
+        return adapt_and_score(xs, ys, xt, yt, h["adapter"], tuple(h["classifiers"]), dict(h["adapter_kwargs"] or {}))
+
+    def training_step(self, state) -> None:  # noqa: ANN001
+        raise TypeError("feature_adapter is fit in closed form on a feature benchmark (benchmark=office_caltech_surf)")
