@@ -46,6 +46,7 @@ def test_missing_feature_file_names_the_fix(tmp_path):
         office_caltech_surf(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_feature_space_run_writes_the_one_run_record(tmp_path):
     """`dacl run method=feature_adapter` on a feature benchmark records what the library computes, in the same
     results.json schema as a trained run; a feature method on images (or the reverse) is one error line."""

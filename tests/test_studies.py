@@ -174,6 +174,7 @@ def test_reproduce_runs_each_point_through_a_hydra_launcher(tmp_path, monkeypatc
     assert list((tmp_path / "runs").rglob(".submitit"))  # through submitit's launcher
 
 
+@pytest.mark.slow
 def test_a_test_time_study_adapts_one_shared_source_model(tmp_path, monkeypatch):
     """Every test-time method of a seed adapts the same source run (trained once, even by two jobs side by side),
     and the table shows each protocol beside that source model."""
@@ -220,6 +221,7 @@ paper:
     assert all(a["target_test_acc"] > a["source_target_test_acc"] for a in adapted.values()), adapted
 
 
+@pytest.mark.slow
 def test_a_corruption_suite_study_tables_error_per_corruption_and_severity(tmp_path, monkeypatch):
     """One run per method x protocol x severity, all adapting one source model; the table gives each corruption of
     the last severity, the mean per severity and overall, the source model beside them."""
