@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) scripts/bench_throughput.py $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+	$(PY) -m dacl reproduce throughput_cpu $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
 clean:
 	rm -rf runs outputs multirun .pytest_cache

@@ -324,9 +324,33 @@ def cmd_data(args: list[str]) -> None:
     print(write_synthetic(ns.benchmark, ns.out, ns.images, ns.seed, ns.workers))
 
 
+def cmd_measure(args: list[str]) -> None:
+    """``dacl measure measurement=<name> key=value ... [--out FOLDER]``: one measurement (a framework comparison, a
+    throughput probe) into a run folder, as ``dacl run`` trains one configuration (dacl/studies/measure.py)."""
+    import argparse
+    import shlex
+
+    from dacl.studies.measure import MEASUREMENTS, compose, run_measurement
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            _fail(f"measure: {message} (`dacl measure --help`)")
+
+    ap = Parser(prog="dacl measure", description=cmd_measure.__doc__)
+    ap.add_argument("overrides", nargs="*", help="measurement=<name> and its key=value options")
+    ap.add_argument("--out", default=None, help="run folder (default runs/measure/<name>/<options>)")
+    ns = ap.parse_args(args)
+    config = compose(ns.overrides)
+    name = config["measurement"]
+    shown = [o for o in ns.overrides if not o.startswith("measurement=")]
+    out = ns.out or Path("runs") / "measure" / name / ("_".join(o.replace("/", "-") for o in shown) or "defaults")
+    record = run_measurement(config, out, "dacl measure " + shlex.join(ns.overrides))
+    print(f"{name} {' '.join(shown)}: {MEASUREMENTS[name].describe(record['metrics'])} -> {Path(out) / 'results.json'}")
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {"run": cmd_run, "continual": cmd_continual, "list": cmd_list,
                                                      "demo": cmd_demo, "reproduce": cmd_reproduce, "collect": cmd_collect,
-                                                     "data": cmd_data}
+                                                     "data": cmd_data, "measure": cmd_measure}
 USAGE = """usage: dacl <command> [args]
 
 commands:
@@ -339,6 +363,8 @@ commands:
   reproduce <study>         run what a committed table lacks and re-make it (configs/study/*.yaml);
                             --list, --collect-only, --quick, --jobs N, --out DIR, --data-root DIR
   collect <run folders> --out PREFIX   any sweep's runs -> PREFIX.md / .csv / .runs.jsonl
+  measure measurement=<name> [key=value ...]   one measurement that is not a training run (train_throughput,
+                            avalanche_comparison) into a run folder, in the one run-record schema
   data synth <benchmark> --images N --out DIR   a synthetic tree in a benchmark's on-disk layout (office31,
                             officehome, visda2017, domainnet, cifar10, cifar100, cifar10_c, tiny_imagenet, imagenet_c)
 """

@@ -18,6 +18,7 @@ RUNTIME_KEYS: dict[str, frozenset[str]] = {
                       "trainer.save_model", "tta.source_runs"}),
     "continual": frozenset({"data_root", "download", "tag", "trainer.device", "trainer.threads", "trainer.resume",
                             "trainer.ckpt_every", "trainer.log_every"}),
+    "measure": frozenset({"data_root", "threads"}),  # dacl/studies/measure.py: every other key is a result key
 }
 
 # Keys that change a result: whole sections (every key below them), and the loop's own options one by one, so a new
@@ -25,6 +26,7 @@ RUNTIME_KEYS: dict[str, frozenset[str]] = {
 RESULT_SECTIONS: dict[str, frozenset[str]] = {
     "run": frozenset({"method", "model", "benchmark", "tta", "plugins", "seed", "hparams_seed", "variant"}),
     "continual": frozenset({"stream", "strategy", "scenario", "seed", "model"}),
+    "measure": frozenset(),
 }
 RESULT_OPTIONS: dict[str, frozenset[str]] = {
     "run": frozenset(f"trainer.{k}" for k in (
@@ -35,6 +37,7 @@ RESULT_OPTIONS: dict[str, frozenset[str]] = {
         "steps_per_task", "epochs_per_task", "batch_size", "optimizer", "lr", "weight_decay", "momentum",
         "reset_optimizer",
         "mask_unseen_classes", "eval_batch_size", "amp", "grad_clip")),
+    "measure": frozenset(),
 }
 
 # Keys the run folder's fixed path segments already name (runs/<tag>/<benchmark>/<method>.../seed<k>): left out of
@@ -43,6 +46,7 @@ RESULT_OPTIONS: dict[str, frozenset[str]] = {
 FOLDER_KEYS: dict[str, frozenset[str]] = {
     "run": frozenset({"method", "benchmark", "seed", "experiment", "variant", "hparams_seed"}),
     "continual": frozenset({"stream", "strategy", "scenario", "seed"}),
+    "measure": frozenset({"measurement", "seed"}),
 }
 
 

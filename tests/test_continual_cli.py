@@ -74,35 +74,50 @@ def test_digit_domains_stream_is_mnist_usps_mnistm_at_32px():
     assert all(t.train[0].shape[1:] == (3, 32, 32) for t in s.tasks) and s.num_classes == 10
 
 
+@pytest.mark.slow
 def test_avalanche_and_dacl_run_the_same_stream(tmp_path, monkeypatch):
     """Both frameworks train the same MLP from the same weights on the same tensors and are scored by the same
     evaluator: both learn the first task, and in both replay (and dacl's Avalanche-policy replay_eb) ends with more
-    accuracy than naive fine-tuning. Runs the script's main(), so its table files are checked too."""
+    accuracy than naive fine-tuning. Runs the comparison as a study, so its records and table are checked too."""
     pytest.importorskip("avalanche", reason="install the 'avalanche' extra (make install does)")
-    sys.path.insert(0, str(REPO / "scripts"))
-    import json
-
-    import compare_avalanche as ca
     import torch
 
+    from dacl.analysis import avalanche_comparison as ca
+    from dacl.studies import spec
+    from dacl.studies.reproduce import Options, reproduce
+    from dacl.studies.store import read_archive
+
     stream = STREAMS.get("split_mnist")(dataset="mnist_5k")
-    a, b = ca.make_model(stream, 3, (100,)), ca.make_model(stream, 3, (100,))
+    a, b = ca.make_model(stream, 3, [100]), ca.make_model(stream, 3, [100])
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())), "same seed, same initial weights"
-    out = tmp_path / "avalanche_table"
-    monkeypatch.setattr(sys, "argv", ["compare_avalanche.py", "--dataset", "mnist_5k", "--seeds", "0", "--epochs", "2",
-                                      "--batch-size", "64", "--hidden", "100", "--ewc-lambda", "1", "--mem-size", "300",
-                                      "--strategies", "naive,replay,replay_eb", "--optimizer-state", "reset",
-                                      "--out", str(out)])
-    ca.main()
-    runs = {k: v[0] for k, v in json.loads(out.with_suffix(".json").read_text()).items()}
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    common = "    dataset: mnist_5k\n    batch_size: 64\n    hidden: [[100]]\n    ewc_lambda: 1\n    mem_size: 300\n" \
+             "    optimizer_state: reset\n    seed: [0]\n"
+    (studies / "cmp.yaml").write_text(f"""
+title: tiny comparison
+table: {studies / 'cmp'}
+kind: framework_comparison
+command: measure
+grid:
+  - measurement: avalanche_comparison
+    framework: [dacl, avalanche]
+    strategy: [naive, replay]
+{common}  - measurement: avalanche_comparison
+    strategy: replay_eb
+{common}runtime: [threads=1]
+""")
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    table = reproduce("cmp", Options(runs=tmp_path / "runs", echo=lambda _: None))
+    runs = {f"{r['config']['framework']}/{r['config']['strategy']}": r["metrics"] for r in read_archive(studies / "cmp.runs.jsonl")}
     assert set(runs) == {"dacl/naive", "avalanche/naive", "dacl/replay", "avalanche/replay", "dacl/replay_eb"}
     for key, r in runs.items():
         assert len(r["matrix"]) == 5 and r["images"] > 0 and r["matrix"][0][0] > 0.9, (key, r["matrix"][0])
     for fw, strategy in (("dacl", "replay"), ("avalanche", "replay"), ("dacl", "replay_eb")):
         naive, replay = runs[f"{fw}/naive"]["matrix"][-1], runs[f"{fw}/{strategy}"]["matrix"][-1]
         assert sum(replay) > sum(naive) + 0.5, f"{fw} {strategy} must remember more: {replay} vs {naive}"
-    csv = out.with_suffix(".csv").read_text().splitlines()
-    assert len(csv) == 1 + 5 and csv[0].startswith("benchmark,task,method") and "| replay_eb | dacl |" in out.with_suffix(".md").read_text()
+    csv = table.with_suffix(".csv").read_text().splitlines()
+    assert len(csv) == 1 + 5 and csv[0].startswith("benchmark,task,method") and "| replay_eb | dacl |" in table.read_text()
 
 
 @pytest.mark.parametrize("policy", ["keep", "reset"])
@@ -111,12 +126,11 @@ def test_compare_avalanche_applies_one_optimizer_state_policy_to_both_frameworks
     dacl and Avalanche the same policy. Spies on the optimizers both build: with `reset`, Avalanche's Adam step
     count restarts at every experience and dacl builds one optimizer per experience; with `keep`, neither does."""
     pytest.importorskip("avalanche", reason="install the 'avalanche' extra (make install does)")
-    sys.path.insert(0, str(REPO / "scripts"))
-    import argparse
     import math
 
-    import compare_avalanche as ca
     import torch
+
+    from dacl.analysis import avalanche_comparison as ca
 
     built: dict[str, list] = {"Adam": [], "AdamW": []}
 
@@ -130,14 +144,14 @@ def test_compare_avalanche_applies_one_optimizer_state_policy_to_both_frameworks
     for name in built:
         monkeypatch.setattr(torch.optim, name, spy(name))
     stream = STREAMS.get("split_mnist")(dataset="mnist_5k")
-    args = argparse.Namespace(epochs=1, batch_size=256, lr=1e-3, hidden=(32,), optimizer_state=policy,
-                              ewc_lambda=1.0, lwf_alpha=1.0, mem_size=100)
-    ca.run_avalanche("naive", stream, 0, args)
-    iters = [math.ceil(len(t.train[0]) / args.batch_size) for t in stream.tasks]
+    config = {**ca.DEFAULTS, "seed": 0, "epochs": 1, "batch_size": 256, "hidden": [32], "optimizer_state": policy,
+              "ewc_lambda": 1.0, "mem_size": 100}
+    ca.run_avalanche(config, stream)
+    iters = [math.ceil(len(t.train[0]) / config["batch_size"]) for t in stream.tasks]
     (adam,) = built["Adam"]
     steps = int(adam.state[next(iter(adam.state))]["step"])
     assert steps == (iters[-1] if policy == "reset" else sum(iters))
-    ca.run_dacl("naive", stream, 0, args)
+    ca.run_dacl(config, stream)
     assert len(built["AdamW"]) == (len(stream.tasks) if policy == "reset" else 1)
 
 

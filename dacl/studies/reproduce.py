@@ -89,8 +89,10 @@ def _launch(study: Study, point: Point, opts: Options) -> dict[str, Any] | None:
         (["-m"], [f"hydra/launcher={opts.launcher}", f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=."])
     # test-time methods of one study adapt one shared source model per configuration instead of training their own
     shared = [f"tta.source_runs={opts.runs / 'source_models'}"] if study.command == "run" else []
+    if study.command == "measure":  # a measurement is short: it starts over rather than resume
+        multirun, shared, where = [], [], ["--out", str(folder)]
     cmd = [*launcher, "-m", "dacl", study.command, *multirun, *point.overrides, *study.runtime, *opts.extra, *shared,
-           RESUME_KEY, *where]
+           *([RESUME_KEY] if study.command != "measure" else []), *where]
     if opts.data_root:
         cmd.append(f"data_root={opts.data_root}")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

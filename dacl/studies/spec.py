@@ -40,7 +40,7 @@ class Study:
     title: str
     table: str                       # output prefix inside the repository: <table>.md, .csv, .runs.jsonl
     kind: str                        # the renderer (dacl.studies.tables.RENDERERS), or "script"
-    command: str = "run"             # the dacl command each grid point runs: run | continual
+    command: str = "run"             # the dacl command each grid point runs: run | continual | measure
     grid: tuple[dict[str, Any], ...] = ()
     runtime: tuple[str, ...] = ()    # overrides that cannot change a result (threads), added to every run
     quick: tuple[str, ...] = ()      # overrides for --quick: the grid end to end in minutes, into a scratch folder

@@ -47,6 +47,10 @@ def write_archive(path: Path, records: list[dict[str, Any]]) -> None:
 
 def compose_point(command: str, point: tuple[str, ...]) -> dict[str, Any]:
     """The resolved config a fresh ``dacl <command>`` run of ``point`` would use now."""
+    if command == "measure":
+        from dacl.studies.measure import compose
+
+        return compose(point)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -95,6 +99,8 @@ class Plan:
 
 
 def _name_seed(command: str, config: dict[str, Any]) -> tuple[Any, Any]:
+    if command == "measure":
+        return config.get("measurement"), config.get("seed")
     section, key = NAME_KEY[command]
     return (config.get(section) or {}).get(key), config.get("seed")
 

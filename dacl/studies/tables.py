@@ -239,6 +239,77 @@ def feature_space(study: Study, ok: list[dict[str, Any]], failed: list[dict[str,
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+@renderer("framework_comparison")
+def framework_comparison(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                         provenance: list[str]) -> tuple[str, Rendered]:
+    """dacl against another framework on the same stream: accuracy, forgetting, stream images/s and each strategy's
+    step cost relative to the same framework's naive fine-tuning (measurement=avalanche_comparison)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        groups[(r["config"]["strategy"], r["config"]["framework"])].append(r)
+    speed = {fw: _mean([r["metrics"]["images_per_second"] for r in rs]) for (st, fw), rs in groups.items() if st == "naive"}
+    lines = [f"# {study.title}", "", "Average accuracy over the tasks after the last one (%, mean ± std over seeds), average "
+             "forgetting (points), stream images per second of each framework's own training call, and each strategy's "
+             "step cost against the same framework's naive fine-tuning.", "",
+             "| strategy | framework | avg acc | forgetting | stream images/s | step cost vs own naive | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    rows = []
+    for (strategy, framework), rs in sorted(groups.items()):
+        acc = mean_std([100 * r["metrics"]["average_accuracy"] for r in rs])
+        ips = _mean([r["metrics"]["images_per_second"] for r in rs])
+        cost = f"{speed[framework] / ips:.2f}x" if framework in speed else "n/a"
+        lines.append(f"| {strategy} | {framework} | {format_mean_std(*acc)} | "
+                     f"{_mean([100 * r['metrics']['forgetting'] for r in rs]):.2f} | {ips:,.0f} | {cost} | {len(rs)} |")
+        rows.append({"benchmark": rs[0]["benchmark"], "task": "class", "method": f"{strategy} [{framework}]",
+                     "selection": "final", "metric": "average_acc", "mean": acc[0], "std": acc[1], "n_seeds": len(rs),
+                     "paper_value": None, "command": sweep_command([r.get("command") for r in rs], [r["seed"] for r in rs]),
+                     "n_failed": 0})
+    lines += ["", "## Commands", ""] + [f"- {r['method']}: `{r['command']}`" for r in rows]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    versions = sorted({r["metrics"]["avalanche_version"] for r in ok if "avalanche_version" in r["metrics"]})
+    if versions:
+        provenance = [*provenance, f"avalanche-lib: {', '.join(versions)}"]
+    naive = {fw: v for fw, v in speed.items()}
+    headline = ("naive images/s " + ", ".join(f"{fw} {v:,.0f}" for fw, v in sorted(naive.items()))) if naive else \
+        "no finished run yet"
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
+
+
+@renderer("throughput")
+def throughput(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+               provenance: list[str]) -> tuple[str, Rendered]:
+    """Training images/s and ms per step per method (measurement=train_throughput), with each step's cost against
+    source-only per step and per image (a DA step also processes a target batch)."""
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        by_method[r["config"]["method"]].append(r)
+    ips = {m: _mean([r["metrics"]["images_per_second"] for r in rs]) for m, rs in by_method.items()}
+    ms = {m: _mean([r["metrics"]["ms_per_step"] for r in rs]) for m, rs in by_method.items()}
+    lines = [f"# {study.title}", "", "Training throughput through the Trainer, warm-up steps excluded; a DA step "
+             "processes the source batch and an equal target batch, so its cost is given per step and per image.", "",
+             "| method | images/s | ms/step | step cost vs source_only | per-image cost vs source_only |",
+             "|---|---|---|---|---|"]
+    rows = []
+    for m in by_method:
+        step = f"{ms[m] / ms['source_only']:.2f}x" if "source_only" in ms else ""
+        image = f"{ips['source_only'] / ips[m]:.2f}x" if "source_only" in ips else ""
+        lines.append(f"| {m} | {ips[m]:.0f} | {ms[m]:.1f} | {step} | {image} |")
+        rs = by_method[m]
+        rows.append({"benchmark": rs[0]["benchmark"], "task": rs[0]["metrics"].get("task", ""), "method": m,
+                     "selection": "none", "metric": "images_per_second", "mean": ips[m], "std": None,
+                     "n_seeds": len(rs), "paper_value": None, "command": rs[0].get("command"), "n_failed": 0})
+    lines += ["", "## Commands", ""] + [f"- {r['method']}: `{r['command']}`" for r in rows]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    headline = ", ".join(f"{m} {ips[m]:.0f} img/s" for m in list(by_method)[:3]) or "no finished run yet"
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
+
+
 SCENARIOS = ("task", "domain", "class")
 
 
