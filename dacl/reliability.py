@@ -1,6 +1,7 @@
 """The fault matrix: what a careful user can do wrong, run as that user would (``dacl`` in a subprocess), with
-what dacl is expected to do and what it did. ``scripts/fault_matrix.py`` writes it to
-``paper_results/reliability/faults.md``; ``tests/test_faults.py`` asserts the same behaviour case by case.
+what dacl is expected to do and what it did. ``dacl reproduce reliability_faults`` runs each case
+(``measurement=fault_case``) into ``paper_results/reliability/faults.md``; ``tests/test_faults.py`` asserts the
+same behaviour case by case.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dacl.studies.measure import measurement
 from dacl.engine.results import atomic_write_text
 
 FAST = ["benchmark=synthetic_shift", "method=source_only", "trainer.max_steps=6", "trainer.batch_size=16",
@@ -317,36 +319,36 @@ def cases() -> list[Case]:
     return out
 
 
-def run_matrix(work: Path) -> list[tuple[Case, Outcome]]:
-    results = []
-    for i, case in enumerate(cases()):
-        tmp = work / f"case{i:02d}"
-        tmp.mkdir(parents=True, exist_ok=True)
+def slug(name: str) -> str:
+    """A case's key in a study grid (``case=sigterm_mid_run_then_resume``)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"-(\d)", r"minus\1", name.lower())).strip("_")
+
+
+def run_case(name: str) -> dict[str, object]:
+    """One fault case (by its slug) in a fresh temporary folder: its command, what was expected and observed, and
+    whether it passed. The temporary folder is shown as <tmp>."""
+    import tempfile
+
+    by_slug = {slug(c.name): c for c in cases()}
+    if name not in by_slug:
+        from dacl.errors import ConfigError
+        from dacl.registry import did_you_mean
+
+        raise ConfigError(f"unknown fault case '{name}'.{did_you_mean(name, list(by_slug))} Cases: {', '.join(by_slug)}")
+    case = by_slug[name]
+    with tempfile.TemporaryDirectory(prefix="dacl-faults-") as work:
         try:
-            outcome = case.run(tmp)
+            outcome = case.run(Path(work))
         except Exception as exc:  # noqa: BLE001  (a harness failure is a failed row, not a lost table)
             outcome = Outcome("(harness)", f"{type(exc).__name__}: {exc}", False)
-        here = str(work)  # the temporary folder's name changes every run: shown as <tmp>
-        outcome = Outcome(outcome.command.replace(here, "<tmp>"), outcome.observed.replace(here, "<tmp>"), outcome.passed)
-        print(f"{'pass' if outcome.passed else 'FAIL'}  {case.name}: {outcome.observed}", flush=True)
-        results.append((case, outcome))
-    return results
+    return {"case": case.name, "expected": case.expected, "fault_command": outcome.command.replace(work, "<tmp>"),
+            "observed": outcome.observed.replace(work, "<tmp>"), "passed": outcome.passed}
 
 
-def write_matrix(results: list[tuple[Case, Outcome]], out: Path, command: str, provenance: str) -> None:
-    from dacl.reporting import to_csv
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    passed = sum(o.passed for _, o in results)
-    lines = ["# Fault matrix", "", f"{passed} of {len(results)} cases pass. Each case runs `dacl` in a subprocess, as a "
-             "user would, on the offline benchmarks and small files the script writes itself.", "",
-             f"Made by `{command}`; {provenance}.", "",
-             "| case | command | expected | observed | pass |", "|---|---|---|---|---|"]
-    lines += [f"| {cell(c.name)} | `{cell(o.command)}` | {cell(c.expected)} | {cell(o.observed)} | "
-              f"{'yes' if o.passed else 'NO'} |" for c, o in results]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    rows = [{"case": c.name, "command": o.command, "expected": c.expected, "observed": o.observed,
-             "pass": o.passed} for c, o in results]
-    atomic_write_text(out.with_suffix(".csv"), to_csv(rows, ["case", "command", "expected", "observed", "pass"]))
+@measurement("fault_case", {"case": "sigterm_mid_run_then_resume"},
+             lambda m: f"{'pass' if m['passed'] else 'FAIL'}: {m['observed']}")
+def fault_case(config: dict) -> dict[str, object]:
+    """The fault matrix's cell ``config["case"]`` as a measurement (configs/study/reliability_faults.yaml)."""
+    return run_case(str(config["case"]))

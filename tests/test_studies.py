@@ -265,3 +265,10 @@ runtime: [trainer.threads=1, trainer.progress=false]
     assert row.split("|")[4].strip() == f"{error['contrast@5']:.1f}"
     assert all(f"| {label} |" in text for label in ("gaussian_blur@5", "mean@3", "mean@5", "mean@3-5"))
     assert "contrast@3 |" not in text, "only the last severity is listed corruption by corruption"
+
+
+def test_the_fault_matrix_study_lists_every_fault_case():
+    from dacl.reliability import cases, slug
+
+    grid = {o.partition("=")[2] for p in load_study("reliability_faults").points() for o in p if o.startswith("case=")}
+    assert grid == {slug(c.name) for c in cases()}

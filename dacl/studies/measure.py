@@ -43,6 +43,7 @@ def measurement(name: str, defaults: dict[str, Any], describe: Callable[[dict[st
 def _load() -> None:
     import dacl.analysis.avalanche_comparison  # noqa: F401  (registers its measurement)
     import dacl.analysis.throughput  # noqa: F401
+    import dacl.reliability  # noqa: F401
 
 
 def compose(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

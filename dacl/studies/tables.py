@@ -310,6 +310,29 @@ def throughput(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, An
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
 
 
+@renderer("fault_matrix")
+def fault_matrix(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                 provenance: list[str]) -> tuple[str, Rendered]:
+    """Every fault case (measurement=fault_case): the command a user would run, what should happen, what did."""
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    cases = [r["metrics"] for r in ok]
+    passed = sum(bool(c["passed"]) for c in cases)
+    lines = [f"# {study.title}", "", f"{passed} of {len(cases)} cases pass. Each case runs `dacl` in a subprocess, as a "
+             "user would, on the offline benchmarks and small files it writes itself into a temporary folder (shown as "
+             "<tmp>).", "", "| case | command | expected | observed | pass |", "|---|---|---|---|---|"]
+    lines += [f"| {cell(c['case'])} | `{cell(c['fault_command'])}` | {cell(c['expected'])} | {cell(c['observed'])} | "
+              f"{'yes' if c['passed'] else 'NO'} |" for c in cases]
+    if failed:
+        lines += ["", "## Cases that could not run", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    rows = [{"benchmark": "faults", "task": c["case"], "method": "dacl", "selection": "none", "metric": "passed",
+             "mean": float(bool(c["passed"])), "std": None, "n_seeds": 1, "paper_value": None,
+             "command": c["fault_command"]} for c in cases]
+    headline = f"{passed} of {len(cases)} fault cases pass" if cases else "no finished run yet"
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
+
+
 SCENARIOS = ("task", "domain", "class")
 
 
