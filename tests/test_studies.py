@@ -174,16 +174,20 @@ def test_reproduce_runs_each_point_through_a_hydra_launcher(tmp_path, monkeypatc
     assert list((tmp_path / "runs").rglob(".submitit"))  # through submitit's launcher
 
 
+def _write_study(tmp_path: Path, monkeypatch, name: str, kind: str, body: str) -> Path:
+    """A study file ``name`` (its grid and options in ``body``) in a scratch study folder that dacl reads."""
+    studies = tmp_path / "studies"
+    studies.mkdir(exist_ok=True)
+    (studies / f"{name}.yaml").write_text(f"title: tiny {name}\ntable: {studies / 'tables' / name}\nkind: {kind}\n{body}")
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    return studies
+
+
 @pytest.mark.slow
 def test_a_test_time_study_adapts_one_shared_source_model(tmp_path, monkeypatch):
     """Every test-time method of a seed adapts the same source run (trained once, even by two jobs side by side),
     and the table shows each protocol beside that source model."""
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    (studies / "tta.yaml").write_text(f"""
-title: "tiny TTA"
-table: {studies / 'tables' / 'tta'}
-kind: test_time_adaptation
+    studies = _write_study(tmp_path, monkeypatch, "tta", "test_time_adaptation", """
 grid:
   - benchmark: synthetic_shift
     model: lenet_bn
@@ -202,9 +206,8 @@ grid:
     trainer.eval_every: 60
 runtime: [trainer.threads=1, trainer.progress=false]
 paper:
-  - {{benchmark: synthetic_shift, method: "shot_im [offline]", value: 90.0, source: "a made-up reference", protocol: "differs: test"}}
+  - {benchmark: synthetic_shift, method: "shot_im [offline]", value: 90.0, source: "a made-up reference", protocol: "differs: test"}
 """)
-    monkeypatch.setattr(spec, "STUDY_DIR", studies)
     table = reproduce("tta", Options(runs=tmp_path / "runs", jobs=2, echo=lambda _: None))
     sources = list((tmp_path / "runs" / "source_models").rglob("results.json"))
     assert len(sources) == 1, "one source run for the three test-time runs"
@@ -225,12 +228,7 @@ paper:
 def test_a_corruption_suite_study_tables_error_per_corruption_and_severity(tmp_path, monkeypatch):
     """One run per method x protocol x severity, all adapting one source model; the table gives each corruption of
     the last severity, the mean per severity and overall, the source model beside them."""
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    (studies / "suite.yaml").write_text(f"""
-title: "tiny corruption suite"
-table: {studies / 'tables' / 'suite'}
-kind: tta_corruptions
+    studies = _write_study(tmp_path, monkeypatch, "suite", "tta_corruptions", """
 grid:
   - benchmark: mnist_c
     benchmark.source: uci_digits
@@ -246,7 +244,6 @@ grid:
     trainer.eval_every: 60
 runtime: [trainer.threads=1, trainer.progress=false]
 """)
-    monkeypatch.setattr(spec, "STUDY_DIR", studies)
     table = reproduce("suite", Options(runs=tmp_path / "runs", echo=lambda _: None))
     assert len(list((tmp_path / "runs" / "source_models").rglob("results.json"))) == 1
     records = read_archive(studies / "tables" / "suite.runs.jsonl")
