@@ -339,7 +339,7 @@ def cmd_measure(args: list[str]) -> None:
     ap = Parser(prog="dacl measure", description=cmd_measure.__doc__)
     ap.add_argument("overrides", nargs="*", help="measurement=<name> and its key=value options")
     ap.add_argument("--out", default=None, help="run folder (default runs/measure/<name>/<options>)")
-    ns = ap.parse_args(args)
+    ns = ap.parse_intermixed_args(args)  # key=value options may follow --out (as `dacl reproduce` appends data_root)
     config = compose(ns.overrides)
     name = config["measurement"]
     shown = [o for o in ns.overrides if not o.startswith("measurement=")]

@@ -269,3 +269,27 @@ def test_the_fault_matrix_study_lists_every_fault_case():
 
     grid = {o.partition("=")[2] for p in load_study("reliability_faults").points() for o in p if o.startswith("case=")}
     assert grid == {slug(c.name) for c in cases()}
+
+
+@pytest.mark.slow
+def test_a_measurement_study_archives_and_tables_its_measurements(tmp_path, monkeypatch):
+    """`command: measure` grid points run `dacl measure` (with the data root reproduce passes) into run folders; the
+    records reach the archive and the renderer compares the methods."""
+    studies = _write_study(tmp_path, monkeypatch, "speed", "throughput", """command: measure
+grid:
+  - measurement: train_throughput
+    benchmark: digits_offline
+    method: [source_only, dann]
+    steps: 3
+    warmup: 1
+    batch_size: 16
+runtime: [threads=1]
+""")
+    table = reproduce("speed", Options(runs=tmp_path / "runs", data_root=str(tmp_path), echo=lambda _: None))
+    records = read_archive(studies / "tables" / "speed.runs.jsonl")
+    assert sorted(r["config"]["method"] for r in records) == ["dann", "source_only"]
+    assert all(r["kind"] == "measurement" and r["metrics"]["images_per_second"] > 0 for r in records)
+    dann = next(r["metrics"] for r in records if r["config"]["method"] == "dann")
+    assert dann["images_per_step"] == 32, "a DA step takes a source and a target batch"
+    text = table.read_text()
+    assert "| source_only |" in text and "| dann |" in text and "1.00x" in text
