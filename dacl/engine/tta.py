@@ -75,14 +75,14 @@ def run_tta(method: Method, domains: Sequence[tuple[str, Tensor, Tensor]], proto
         if protocol == "episodic_domain":
             method.reset()
         order = torch.randperm(len(x), generator=gen).to(x.device)
-        correct = 0
+        correct = torch.zeros((), dtype=torch.long, device=y.device)  # summed on the device: one host sync per domain
         for start in range(0, len(x), batch_size):
             _check_stop(start // batch_size)
             idx = order[start:start + batch_size]
             if protocol == "episodic_batch":
                 method.reset()
-            correct += int((method.adapt(x[idx]).argmax(1) == y[idx]).sum())
-        accuracies[name] = correct / len(x)
+            correct += (method.adapt(x[idx]).argmax(1) == y[idx]).sum()
+        accuracies[name] = int(correct) / len(x)
     return accuracies
 
 
