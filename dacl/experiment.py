@@ -20,6 +20,7 @@ from dacl.benchmarks.domain_pair import DomainPair
 from dacl.data.features import FeaturePair
 from dacl.engine.results import git_commit, hardware, versions
 from dacl.engine.run_folder import run_in_folder
+from dacl.engine.shared_runs import pretrained_weights
 from dacl.engine.signals import RunInterrupted, graceful_stop
 from dacl.engine.trainer import FitResult, Trainer, TrainerConfig, resolve_device, seed_everything
 from dacl.methods.base import Method
@@ -120,7 +121,7 @@ def count_params(module: torch.nn.Module) -> dict[str, int]:
 # Top-level keys of configs/config.yaml: a `+foo=1` (a typo, or an option of `dacl continual`) is an error, not a
 # setting that silently does nothing.
 RUN_KEYS = frozenset({"method", "benchmark", "model", "trainer", "seed", "data_root", "download", "plugins", "tag",
-                      "hparams_seed", "variant", "tta"})
+                      "hparams_seed", "variant", "tta", "pretrain"})
 
 
 def check_keys(plain: Mapping[str, Any], known: frozenset[str], command: str, hint: str = "") -> None:
@@ -165,6 +166,13 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
         # a test-time method adapts a trained model: the loop trains its source method first (or takes the shared
         # source run of tta.source_runs), then it adapts
         learner_cfg, shared_source = plain, None
+        weights = pretrained_weights(plain, command)  # pretrain.overrides: the shared run it starts from
+        if weights is not None:
+            if "checkpoint" not in method_cls.defaults:
+                raise ConfigError(f"method '{method_cls.registry_name}' does not start from pre-trained weights; "
+                                  "pretrain.overrides is for the fine-tuning baselines (linear_probe, full_finetune, "
+                                  "lora, ...)")
+            learner_cfg = {**plain, "method": {**plain["method"], "checkpoint": str(weights)}}
         if source_method:
             from dacl.engine.tta import build_test_time_method, shared_source_dir, source_learner_config
 
@@ -178,7 +186,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
             build_test_time_method(plain, copy.deepcopy(method.model), data.num_classes)
         trainer = Trainer(method, data, trainer_cfg, run_dir, seed=seed, dist=dist)
         return dict(trainer=trainer, data=data, method=method, device=device, seed=seed, source_method=source_method,
-                    shared_source=shared_source)
+                    shared_source=shared_source, pretrained=weights)
 
     def execute(ctx: dict[str, Any]) -> dict[str, Any]:
         if "closed_form" in ctx:
@@ -208,8 +216,11 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
                 except RunInterrupted:  # keep the trained source model: a resume goes straight to adaptation
                     trainer.save_checkpoint()
                     raise
-        return _results(plain, data, method, trainer, fit, ctx["device"], command, time.time() - started, provenance,
-                        adaptation)
+        results = _results(plain, data, method, trainer, fit, ctx["device"], command, time.time() - started,
+                           provenance, adaptation)
+        if ctx["pretrained"] is not None:
+            results["pretrained_from"] = str(ctx["pretrained"].parent)
+        return results
 
     return run_in_folder(run_dir, main=dist.is_main, resume=bool(plain["trainer"].get("resume")), prepare=prepare,
                          execute=execute, record={"config": plain, "command": command, "rank": dist.rank, **provenance},

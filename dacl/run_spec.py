@@ -15,7 +15,7 @@ from typing import Any, Mapping
 RUNTIME_KEYS: dict[str, frozenset[str]] = {
     "run": frozenset({"data_root", "download", "tag", "benchmark.workers", "trainer.threads", "trainer.progress", "trainer.resume",
                       "trainer.device", "trainer.tensorboard", "trainer.log_every", "trainer.ckpt_every",
-                      "trainer.save_model", "tta.source_runs"}),
+                      "trainer.save_model", "tta.source_runs", "pretrain.runs"}),
     "continual": frozenset({"data_root", "download", "tag", "trainer.device", "trainer.threads", "trainer.resume",
                             "trainer.ckpt_every", "trainer.log_every"}),
     "measure": frozenset({"data_root", "threads"}),  # dacl/studies/measure.py: every other key is a result key
@@ -24,7 +24,7 @@ RUNTIME_KEYS: dict[str, frozenset[str]] = {
 # Keys that change a result: whole sections (every key below them), and the loop's own options one by one, so a new
 # option must be classified before it can be used.
 RESULT_SECTIONS: dict[str, frozenset[str]] = {
-    "run": frozenset({"method", "model", "benchmark", "tta", "plugins", "seed", "hparams_seed", "variant"}),
+    "run": frozenset({"method", "model", "benchmark", "tta", "pretrain", "plugins", "seed", "hparams_seed", "variant"}),
     "continual": frozenset({"stream", "strategy", "scenario", "seed", "model"}),
     "measure": frozenset(),
 }

@@ -67,3 +67,40 @@ def test_bn_modes_keep_running_statistics(mode):
     _step(method, opt, 0)
     assert all(torch.equal(a, b.running_mean) for a, b in zip(before, bns))
     assert all(torch.equal(a, b.weight) for a, b in zip(affine, bns)) == (mode == "freeze")
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_one_shared_pretraining_run(tmp_path):
+    """pretrain.overrides names the pre-training run: it is trained once into pretrain.runs, every baseline of that
+    configuration starts from its weights (a linear probe keeps them), and a method without a checkpoint is refused."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+    from dacl.engine.weights import WEIGHTS_FILE, load_weights
+    from dacl.errors import ConfigError
+    from dacl.experiment import run_experiment
+
+    words = ["benchmark=digits_offline", "model=lenet", "method=source_only", "trainer.max_steps=30",
+             "trainer.eval_every=30", "trainer.batch_size=32", "trainer.progress=false"]
+    pretrain = "pretrain.overrides=[" + ",".join(f"'{w}'" for w in words) + "]"  # quoted: '=' inside a list value
+
+    def run(method: str, folder: str) -> dict:
+        cfg = compose_config("benchmark=synthetic_shift", "model=lenet", f"method={method}", "trainer.max_steps=10",
+                             "trainer.eval_every=10", "trainer.batch_size=32", "trainer.progress=false", pretrain,
+                             f"pretrain.runs={tmp_path / 'pretrain'}")
+        return run_experiment(OmegaConf.to_container(cfg, resolve=True), tmp_path / folder)
+
+    probe = run("linear_probe", "probe")
+    (pretrained,) = list((tmp_path / "pretrain").rglob("results.json"))
+    assert probe["pretrained_from"] == str(pretrained.parent)
+    stamp = pretrained.stat().st_mtime_ns
+    full = run("full_finetune", "full")
+    assert full["pretrained_from"] == probe["pretrained_from"] and pretrained.stat().st_mtime_ns == stamp
+    assert len(list((tmp_path / "pretrain").rglob("results.json"))) == 1, "trained once for both baselines"
+    start, probed = load_weights(pretrained.parent / WEIGHTS_FILE), load_weights(tmp_path / "probe" / WEIGHTS_FILE)
+    backbone = [k for k in start if not k.startswith("head")]
+    assert backbone and all(torch.equal(start[k], probed[k]) for k in backbone), "the probe keeps the pre-trained features"
+    assert not all(torch.equal(start[k], v) for k, v in load_weights(tmp_path / "full" / WEIGHTS_FILE).items()
+                   if k in backbone), "full fine-tuning moves them"
+    with pytest.raises(ConfigError, match="does not start from pre-trained weights"):
+        run("dann", "dann")

@@ -12,9 +12,6 @@ class-sorted batches would corrupt batch statistics.
 from __future__ import annotations
 
 import copy
-import fcntl
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -159,38 +156,22 @@ def source_learner_config(plain: dict, source_method: str) -> dict:
 
 
 def shared_source_dir(plain: dict, source_method: str) -> Path | None:
-    """``<tta.source_runs>/<benchmark>/<source method>/<digest>/seed<k>``: one folder per source configuration, so
-    every test-time method and protocol of a table adapts the same trained model instead of training its own.
-    The digest covers every result-changing key of the source run (dacl.run_spec)."""
-    from dacl.run_spec import result_config
+    """The shared source run (dacl.engine.shared_runs) of this configuration under ``tta.source_runs``, so every
+    test-time method and protocol of a table adapts the same trained model; None: the run trains its own."""
+    from dacl.engine.shared_runs import shared_run_dir
 
     root = tta_settings(plain).source_runs
-    if not root:
-        return None
-    learner = source_learner_config(plain, source_method)
-    digest = hashlib.sha1(json.dumps(result_config(learner), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return Path(root) / str(plain["benchmark"]["name"]) / source_method / digest / f"seed{plain['seed']}"
+    return shared_run_dir(root, source_learner_config(plain, source_method)) if root else None
 
 
 def ensure_source_run(plain: dict, source_method: str, folder: Path, command: str | None) -> Path:
-    """Train the shared source run in ``folder`` unless it has finished; returns its final checkpoint. Runs that
-    need the same source wait for the one training it (a lock beside the folder), then load its checkpoint."""
-    from dacl.engine.run_folder import folder_status
-    from dacl.experiment import run_experiment
+    """Train the shared source run in ``folder`` unless it has finished; returns its final checkpoint, the exact
+    state the test-time run continues from."""
+    from dacl.engine.shared_runs import ensure_shared_run
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / "checkpoint.pt"
-    with open(folder.parent / f".{folder.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # blocking: a second run waits for the first to finish the source
-        if folder_status(folder)[0] != "ok" or not checkpoint.is_file():
-            learner = source_learner_config(plain, source_method)
-            trainer = dict(learner["trainer"])
-            # resume a killed source run; keep its last checkpoint, which the test-time runs start from
-            trainer.update(resume=True, ckpt_every=int(trainer["max_steps"]), save_model=True)
-            print(f"training the shared source model into {folder} ...", flush=True)
-            run_experiment({**learner, "trainer": trainer}, folder,
-                           command=f"source run of: {command}" if command else None)
-    return checkpoint
+    learner = source_learner_config(plain, source_method)
+    return ensure_shared_run(learner, folder, f"source run of: {command}" if command else None, keep_checkpoint=True) \
+        / "checkpoint.pt"
 
 
 def build_test_time_method(plain: dict, model: torch.nn.Module, num_classes: int) -> Method:

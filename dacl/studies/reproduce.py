@@ -87,8 +87,9 @@ def _launch(study: Study, point: Point, opts: Options) -> dict[str, Any] | None:
                 str(point.processes)] if point.processes > 1 else [sys.executable]
     multirun, where = ([], [f"hydra.run.dir={folder}"]) if opts.launcher is None else \
         (["-m"], [f"hydra/launcher={opts.launcher}", f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=."])
-    # test-time methods of one study adapt one shared source model per configuration instead of training their own
-    shared = [f"tta.source_runs={opts.runs / 'source_models'}"] if study.command == "run" else []
+    # test-time methods adapt, and fine-tuning baselines start from, one shared run per configuration
+    shared = [f"tta.source_runs={opts.runs / 'source_models'}", f"pretrain.runs={opts.runs / 'pretrain'}"] \
+        if study.command == "run" else []
     if study.command == "measure":  # a measurement is short: it starts over rather than resume
         multirun, shared, where = [], [], ["--out", str(folder)]
     cmd = [*launcher, "-m", "dacl", study.command, *multirun, *point.overrides, *study.runtime, *opts.extra, *shared,
