@@ -83,25 +83,30 @@ def test_collect_only_trains_nothing_and_reports_missing_seeds_as_failed(ft, tmp
     assert set(ft.USED) == {(ft.rel(out), 0)}, "only the finished seed goes into the archive"
 
 
-def test_text_table_states_the_lora_paper_shape_from_its_own_numbers(monkeypatch):
+def test_text_table_states_the_lora_paper_shape_from_its_own_numbers():
     """The 'Against full fine-tuning' lines are computed from the cells: gaps in points, and which of the three
     criteria (in-domain, cross-domain within 2 points; under 2% of parameters) a method misses."""
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    spec = importlib.util.spec_from_file_location("reproduce_finetune_text_under_test",
-                                                  REPO / "scripts" / "reproduce_finetune_text.py")
-    text = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(text)
-    tasks = ["books (in-domain)", "books->kitchen"]
+    from dacl.studies.finetune_tables import finetune_text
+    from dacl.studies.spec import Study
+
     accs = {"full_finetune": (90.0, 85.0, 100.0), "lora": (89.0, 82.5, 0.3), "adapters": (89.5, 84.0, 2.6),
             "qlora": (88.5, 83.5, 0.4)}
-    by_key = {(t, m, "source_val"): {"task": t, "mean": acc, "std": 1.0, "n_seeds": 3, "trainable_percent": pct}
-              for m, (a_in, a_cross, pct) in accs.items() for t, acc in zip(tasks, (a_in, a_cross))}
-    lines = text.shape_against_full_finetune(by_key, tasks, list(accs))
-    assert "- lora: -1.00 in-domain, -2.50 cross-domain, 0.300% trained: misses on cross-domain" in lines
-    assert "- adapters: -0.50 in-domain, -1.00 cross-domain, 2.600% trained: misses on parameters" in lines
-    assert "- qlora: -1.50 in-domain, -1.50 cross-domain, 0.400% trained: meets it" in lines
-    assert not any(line.startswith("- full_finetune") for line in lines)
-    assert text.shape_against_full_finetune(by_key, tasks, ["lora", "adapters", "qlora"]) == []
+
+    def record(method: str, seed: int) -> dict:
+        a_in, a_cross, pct = accs[method]
+        scores = {"source_test_acc": (a_in + seed - 1) / 100, "target_test_acc": (a_cross + seed - 1) / 100}
+        return {"method": method, "task": "books->kitchen", "benchmark": "blitzer", "seed": seed, "command": "dacl run",
+                "selection": {"last": scores, "source_val": scores}, "time_per_step_ms": 10.0,
+                "params": {"model": {"trainable": pct, "total": 100.0}}, "peak_memory_mb": {"host_peak_rss": 1.0}}
+
+    study = Study(name="t", title="t", table="t", kind="finetune_text")
+    text, rendered = finetune_text(study, [record(m, s) for m in accs for s in range(3)], [], [], [])
+    assert "- lora: -1.00 in-domain, -2.50 cross-domain, 0.300% trained: misses on cross-domain" in text
+    assert "- adapters: -0.50 in-domain, -1.00 cross-domain, 2.600% trained: misses on parameters" in text
+    assert "- qlora: -1.50 in-domain, -1.50 cross-domain, 0.400% trained: meets it" in text
+    assert "- full_finetune:" not in text and "| lora | 89.00 ± 1.00 | 82.50 ± 1.00 |" in text
+    text, _ = finetune_text(study, [record(m, s) for m in ("lora", "qlora") for s in range(3)], [], [], [])
+    assert "Against full fine-tuning" not in text
 
 
 def test_vision_table_states_the_lora_paper_shape_per_backbone(ft):

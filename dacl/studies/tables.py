@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +20,7 @@ from dacl.studies.spec import Study
 class Rendered:
     rows: list[dict[str, Any]]  # the CSV rows
     headline: str               # one line for paper_results/README.md
+    columns: list[str] = field(default_factory=lambda: list(COLUMNS))  # the CSV's columns
 
 
 Renderer = Callable[[Study, list[dict[str, Any]], list[dict[str, Any]], list[str], list[str]], tuple[str, Rendered]]
@@ -41,7 +42,7 @@ def render(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]],
     if out is None:
         return rendered
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".csv"), to_csv(rendered.rows))
+    atomic_write_text(out.with_suffix(".csv"), to_csv(rendered.rows, rendered.columns))
     atomic_write_text(out.with_suffix(".md"), markdown)
     return rendered
 
@@ -427,3 +428,6 @@ def validator_study(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
     headline = (f"{top} selects {100 * label_free[top]['mean_selected_acc']:.2f} on average (oracle "
                 f"{100 * s['validators']['oracle']['mean_selected_acc']:.2f})" if top else "no validator scores")
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
+
+
+from dacl.studies import finetune_tables  # noqa: E402,F401  (registers the fine-tuning renderers)
