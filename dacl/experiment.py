@@ -161,12 +161,13 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path, com
             _, hparams = _split_name(plain["method"])
             hparams.pop("search", None)
             return dict(closed_form=method_cls(**hparams), data=data, device=device)
-        seed_everything(seed)  # model init depends only on the seed, not on data loading
+        # pretrain.overrides: the shared run it starts from (trained here if missing, before this run's seeding)
+        weights = pretrained_weights(plain, command)
+        seed_everything(seed)  # model init depends only on the seed, not on data loading or a shared run's training
         source_method = method_cls.source_method
         # a test-time method adapts a trained model: the loop trains its source method first (or takes the shared
         # source run of tta.source_runs), then it adapts
         learner_cfg, shared_source = plain, None
-        weights = pretrained_weights(plain, command)  # pretrain.overrides: the shared run it starts from
         if weights is not None:
             if "checkpoint" not in method_cls.defaults:
                 raise ConfigError(f"method '{method_cls.registry_name}' does not start from pre-trained weights; "

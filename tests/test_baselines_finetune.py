@@ -102,5 +102,7 @@ def test_fine_tuning_starts_from_one_shared_pretraining_run(tmp_path):
     assert backbone and all(torch.equal(start[k], probed[k]) for k in backbone), "the probe keeps the pre-trained features"
     assert not all(torch.equal(start[k], v) for k, v in load_weights(tmp_path / "full" / WEIGHTS_FILE).items()
                    if k in backbone), "full fine-tuning moves them"
+    again = run("linear_probe", "probe_again")  # the pre-training run exists now: the same result, bit for bit
+    assert again["metrics"] == probe["metrics"]
     with pytest.raises(ConfigError, match="does not start from pre-trained weights"):
         run("dann", "dann")
