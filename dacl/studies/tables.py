@@ -244,6 +244,17 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def measure_command(runs: list[dict[str, Any]]) -> str:
+    """The command of a row's measurements: one `dacl measure` per seed (it has no multirun), as `seed=K`."""
+    import re
+
+    command = str(runs[0].get("command") or "")
+    seeds = sorted({r["seed"] for r in runs})
+    if len(seeds) < 2:
+        return command
+    return re.sub(r"(?<![\w.])seed=\S+", "seed=K", command) + f" (K = {', '.join(map(str, seeds))}, one run each)"
+
+
 @renderer("framework_comparison")
 def framework_comparison(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
                          provenance: list[str]) -> tuple[str, Rendered]:
@@ -267,8 +278,7 @@ def framework_comparison(study: Study, ok: list[dict[str, Any]], failed: list[di
                      f"{_mean([100 * r['metrics']['forgetting'] for r in rs]):.2f} | {ips:,.0f} | {cost} | {len(rs)} |")
         rows.append({"benchmark": rs[0]["benchmark"], "task": "class", "method": f"{strategy} [{framework}]",
                      "selection": "final", "metric": "average_acc", "mean": acc[0], "std": acc[1], "n_seeds": len(rs),
-                     "paper_value": None, "command": sweep_command([r.get("command") for r in rs], [r["seed"] for r in rs]),
-                     "n_failed": 0})
+                     "paper_value": None, "command": measure_command(rs), "n_failed": 0})
     lines += ["", "## Commands", ""] + [f"- {r['method']}: `{r['command']}`" for r in rows]
     if failed:
         lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
