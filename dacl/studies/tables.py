@@ -109,8 +109,8 @@ def test_time_adaptation(study: Study, ok: list[dict[str, Any]], failed: list[di
     rows = []
     for bench, task in dict.fromkeys((b, t) for b, t, _, _ in groups):
         seeds = source[(bench, task)]
-        rows.append(row(bench, task, "source model", "no adaptation",
-                        {s: sum(v) / len(v) for s, v in sorted(seeds.items())}, "(the model every row adapts)"))
+        rows.append(row(bench, task, "source model", "no adaptation", {s: sum(v) / len(v) for s, v in sorted(seeds.items())},
+                        f"dacl reproduce {study.name} (the source run every row adapts)"))
         for (b, t, label, protocol), runs in groups.items():
             if (b, t) == (bench, task):
                 per_seed = {r["seed"]: 100 * r["metrics"]["target_test_acc"]["last"] for r in sorted(runs, key=lambda r: r["seed"])}
@@ -181,7 +181,8 @@ def tta_corruptions(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
         table.append(f"| {label} | " + " | ".join(shown.get(c, "") for c in columns) + " |")
         rows += [{"benchmark": bench, "task": label, "method": c, "selection": "none", "metric": "error",
                   "mean": v[0], "std": v[1], "n_seeds": len({s for n in names for s in errors[c][n]}),
-                  "paper_value": paper.get(label, {}).get(c), "command": "" if c == "source model" else
+                  "paper_value": paper.get(label, {}).get(c),
+                  "command": f"dacl reproduce {study.name} (the source run of every column)" if c == "source model" else
                   sweep_command([r.get("command") for r in commands[c]], [r["seed"] for r in commands[c]],
                                 {"tta.domain_group": [r["metrics"]["test_time_adaptation"]["domain_group"]
                                                       for r in commands[c]]})}
@@ -233,7 +234,8 @@ def feature_space(study: Study, ok: list[dict[str, Any]], failed: list[dict[str,
              "std": 0.0, "n_seeds": 1, "paper_value": None, "command": commands[c][0].get("command")}
             for t in tasks for c in columns if t in acc[c]]
     rows += [{"benchmark": bench, "task": "average", "method": c, "selection": "fixed", "metric": "target_acc",
-              "mean": average[c], "std": 0.0, "n_seeds": 1, "paper_value": None, "command": ""} for c in columns]
+              "mean": average[c], "std": 0.0, "n_seeds": 1, "paper_value": None,
+              "command": f"dacl reproduce {study.name} (the mean of its task rows)"} for c in columns]
     best = max(columns, key=average.__getitem__)
     base = next((c for c in columns if c.startswith("none + ") and c.endswith(best.partition(" + ")[2])), None)
     headline = f"best average: {best} {average[best]:.1f}" + (f" ({base} {average[base]:.1f})" if base and base != best else "")
