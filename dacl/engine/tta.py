@@ -224,5 +224,7 @@ def adapt_on_target_test(plain: dict, source_model: torch.nn.Module, data, seed:
     if settings.protocol == "offline":
         out.update(epochs=settings.epochs, lr_decay=settings.lr_decay)
     if len(domains) > 1 or domains[0][0] != "target":
-        out.update(domain_group=settings.domain_group, per_domain=after, source_per_domain=before)
+        # the order the domains were met in (archives store mappings with sorted keys)
+        out.update(domain_group=settings.domain_group, per_domain=after, source_per_domain=before,
+                   domain_order=[name for name, _, _ in domains])
     return out

@@ -153,7 +153,8 @@ def tta_corruptions(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
         tta = r["metrics"]["test_time_adaptation"]
         column = f"{_label(r['method'], r.get('variant'))} [{tta['protocol']}]"
         commands[column].append(r)
-        for name, acc in tta["per_domain"].items():
+        for name in tta.get("domain_order") or tta["per_domain"]:
+            acc = tta["per_domain"][name]
             groups[name] = tta["domain_group"]
             errors[column][name][r["seed"]].append(100 * (1 - acc))
             errors["source model"][name][r["seed"]].append(100 * (1 - tta["source_per_domain"][name]))
