@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from statistics import fmean
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,10 +244,6 @@ def feature_space(study: Study, ok: list[dict[str, Any]], failed: list[dict[str,
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def measure_command(runs: list[dict[str, Any]]) -> str:
     """The command of a row's measurements: one `dacl measure` per seed (it has no multirun), as `seed=K`."""
     import re
@@ -266,7 +263,7 @@ def framework_comparison(study: Study, ok: list[dict[str, Any]], failed: list[di
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
         groups[(r["config"]["strategy"], r["config"]["framework"])].append(r)
-    speed = {fw: _mean([r["metrics"]["images_per_second"] for r in rs]) for (st, fw), rs in groups.items() if st == "naive"}
+    speed = {fw: fmean([r["metrics"]["images_per_second"] for r in rs]) for (st, fw), rs in groups.items() if st == "naive"}
     lines = [f"# {study.title}", "", "Average accuracy over the tasks after the last one (%, mean ± std over seeds), average "
              "forgetting (points), stream images per second of each framework's own training call, and each strategy's "
              "step cost against the same framework's naive fine-tuning.", "",
@@ -275,10 +272,10 @@ def framework_comparison(study: Study, ok: list[dict[str, Any]], failed: list[di
     rows = []
     for (strategy, framework), rs in sorted(groups.items()):
         acc = mean_std([100 * r["metrics"]["average_accuracy"] for r in rs])
-        ips = _mean([r["metrics"]["images_per_second"] for r in rs])
+        ips = fmean([r["metrics"]["images_per_second"] for r in rs])
         cost = f"{speed[framework] / ips:.2f}x" if framework in speed else "n/a"
         lines.append(f"| {strategy} | {framework} | {format_mean_std(*acc)} | "
-                     f"{_mean([100 * r['metrics']['forgetting'] for r in rs]):.2f} | {ips:,.0f} | {cost} | {len(rs)} |")
+                     f"{fmean([100 * r['metrics']['forgetting'] for r in rs]):.2f} | {ips:,.0f} | {cost} | {len(rs)} |")
         rows.append({"benchmark": rs[0]["benchmark"], "task": "class", "method": f"{strategy} [{framework}]",
                      "selection": "final", "metric": "average_acc", "mean": acc[0], "std": acc[1], "n_seeds": len(rs),
                      "paper_value": None, "command": measure_command(rs), "n_failed": 0})
@@ -302,8 +299,8 @@ def throughput(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, An
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
         by_method[r["config"]["method"]].append(r)
-    ips = {m: _mean([r["metrics"]["images_per_second"] for r in rs]) for m, rs in by_method.items()}
-    ms = {m: _mean([r["metrics"]["ms_per_step"] for r in rs]) for m, rs in by_method.items()}
+    ips = {m: fmean([r["metrics"]["images_per_second"] for r in rs]) for m, rs in by_method.items()}
+    ms = {m: fmean([r["metrics"]["ms_per_step"] for r in rs]) for m, rs in by_method.items()}
     lines = [f"# {study.title}", "", "Training throughput through the Trainer, warm-up steps excluded; a DA step "
              "processes the source batch and an equal target batch, so its cost is given per step and per image.", "",
              "| method | images/s | ms/step | step cost vs source_only | per-image cost vs source_only |",
