@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dacl.analysis.domain import proxy_a_distance, reliability_png, tsne_png
+from dacl.analysis.domain import draw_reliability, draw_tsne, proxy_a_distance, reliability_curve, tsne_embedding
 from dacl.analysis.validator_study import study, validators_in
 
 
@@ -53,12 +53,18 @@ def test_validator_missing_from_a_run_is_left_out():
 def test_reliability_and_tsne_plots(tmp_path):
     labels = torch.tensor([0, 1] * 50)
     confident_right = torch.nn.functional.one_hot(labels, 2).float() * 20
-    eces = reliability_png({"calibrated": (confident_right, labels)}, tmp_path / "rel.png")
-    assert eces["calibrated"] == pytest.approx(0.0, abs=1e-6)
+    curve = reliability_curve(confident_right, labels)
+    assert curve["accuracy"] == [1.0] and curve["confidence"][0] == pytest.approx(1.0) and curve["count"] == [100]
+    hedged = torch.zeros(100, 2)  # 50% confidence everywhere, right half the time: calibrated too
+    assert reliability_curve(hedged, labels)["confidence"] == [pytest.approx(0.5)]
+    draw_reliability({"calibrated": curve}, tmp_path / "rel.png")
     assert (tmp_path / "rel.png").stat().st_size > 5000
     g = torch.Generator().manual_seed(0)
     f = torch.randn(60, 8, generator=g)
-    tsne_png({"before": (f, f + 1, labels[:60])}, tmp_path / "tsne.png", per_domain=60)
+    emb = tsne_embedding(f, f + 5, labels[:60], per_domain=60)
+    assert len(emb["source"]) == len(emb["target"]) == 60 and sorted(emb["target_labels"]) == sorted(labels[:60].tolist())
+    assert max(abs(v) for point in emb["source"] + emb["target"] for v in point) == pytest.approx(1.0)
+    draw_tsne({"before": emb}, tmp_path / "tsne.png")
     assert (tmp_path / "tsne.png").stat().st_size > 5000
 
 

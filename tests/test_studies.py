@@ -294,3 +294,74 @@ runtime: [threads=1]
     assert dann["images_per_step"] == 32, "a DA step takes a source and a target batch"
     text = table.read_text()
     assert "| source_only |" in text and "| dann |" in text and "1.00x" in text
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_study_tables_updates_against_full_fine_tuning_and_draws_the_label_curve(tmp_path, monkeypatch):
+    """Every baseline of a backbone starts from one shared pre-training run; the table puts each update beside full
+    fine-tuning of the same backbone, and runs on fewer labels become the label-efficiency figure."""
+    words = ["benchmark=digits_offline", "model=lenet", "method=source_only", "trainer.max_steps=20",
+             "trainer.eval_every=20", "trainer.batch_size=32"]
+    studies = _write_study(tmp_path, monkeypatch, "ft", "finetune_vision", f"""
+grid:
+  - &job
+    benchmark: synthetic_shift
+    model: lenet
+    pretrain.overrides: "[{','.join(repr(w) for w in words)}]"
+    method: [full_finetune, lora]
+    seed: [0]
+    trainer.max_steps: 10
+    trainer.eval_every: 5
+    trainer.batch_size: 16
+  - {{<<: *job, method: lora, benchmark.max_source_train: 20}}
+runtime: [trainer.threads=1, trainer.progress=false]
+""")
+    table = reproduce("ft", Options(runs=tmp_path / "runs", jobs=2, echo=lambda _: None))
+    assert len(list((tmp_path / "runs" / "pretrain").rglob("results.json"))) == 1, "one pre-training run for all three"
+    records = read_archive(studies / "tables" / "ft.runs.jsonl")
+    assert len(records) == 3 and len({r["pretrained_from"] for r in records}) == 1
+    lora, full = (next(r for r in records if r["method"] == m and r["config"]["benchmark"]["max_source_train"] is None)
+                  for m in ("lora", "full_finetune"))
+    assert lora["params"]["model"]["trainable"] < full["params"]["model"]["trainable"]
+    gap = 100 * (lora["selection"]["source_val"]["target_test_acc"] - full["selection"]["source_val"]["target_test_acc"])
+    text = table.read_text()
+    task = lora["task"]
+    assert f"| {task} | lora [lenet] |" in text and f"| {task} | full_finetune [lenet] |" in text
+    assert f"lora [lenet]: {gap:+.2f} points against full fine-tuning's" in text
+    assert "## Label efficiency" in text and (studies / "tables" / "ft_label_efficiency.png").stat().st_size > 1000
+    rows = list(csv.DictReader(open(studies / "tables" / "ft.csv")))
+    assert sorted(int(r["n_labels"]) for r in rows if r["method"] == "lora [lenet]" and r["selection"] == "last") == \
+        [20, lora["data_sizes"]["source_train"]]
+
+
+@pytest.mark.slow
+def test_a_feature_analysis_study_trains_what_it_analyses_once_and_draws_from_its_records(tmp_path, monkeypatch):
+    """Each point names the run it analyses by its overrides: trained once into a shared folder, measured, and the
+    table and both figures come from the records alone (a collect-only rebuild draws them again)."""
+    run = "['benchmark=digits_offline','method={m}','trainer.max_steps=20','trainer.eval_every=10','trainer.progress=false']"
+    studies = _write_study(tmp_path, monkeypatch, "pad", "feature_analysis", f"""command: measure
+grid:
+  - measurement: feature_analysis
+    run: "{run.format(m='source_only')}"
+    per_domain: 100
+  - measurement: feature_analysis
+    run: "{run.format(m='dann')}"
+    per_domain: 100
+runtime: [threads=1, runs={tmp_path / 'analysed'}]
+""")
+    table = reproduce("pad", Options(runs=tmp_path / "runs", data_root=str(tmp_path), jobs=2, echo=lambda _: None))
+    trained = sorted((tmp_path / "analysed").rglob("results.json"))
+    assert [p.parts[-4] for p in trained] == ["dann", "source_only"]
+    records = read_archive(studies / "tables" / "pad.runs.jsonl")
+    for r in records:
+        m = r["metrics"]
+        made = json.loads(Path(m["run_dir"], "results.json").read_text())
+        assert m["analysed_method"] == made["method"] and 0.0 <= m["proxy_a_distance"] <= 2.0
+        assert sum(m["reliability"]["count"]) == made["data_sizes"]["target_test"]
+        assert len(m["tsne"]["source"]) == len(m["tsne"]["target"]) == 100
+    text = table.read_text()
+    assert "| source_only seed0 | mnist_5k->uci_digits |" in text and "| dann seed0 |" in text
+    reproduce("pad", Options(collect_only=True, out=tmp_path / "again", echo=lambda _: None))
+    for suffix in ("tsne", "reliability"):
+        assert (tmp_path / "again" / f"pad_{suffix}.png").stat().st_size > 5000
+    assert sorted((tmp_path / "analysed").rglob("results.json")) == trained, "nothing trained again"

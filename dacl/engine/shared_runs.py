@@ -64,6 +64,25 @@ def compose_run_config(overrides: list[str]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+INHERITED = ("data_root", "download", "benchmark.workers", "trainer.threads", "trainer.progress", "trainer.device",
+             "trainer.tensorboard")  # runtime keys a pre-training run takes from the run that needs it
+
+
+def inherit_runtime(config: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the parent run's data folder, device and threads: where and how to run, never what."""
+    out = {**config}
+    for dotted in INHERITED:
+        section, _, key = dotted.rpartition(".")
+        source = parent.get(section, {}) if section else parent
+        if key not in source:
+            continue
+        if section:
+            out[section] = {**out.get(section, {}), key: source[key]}
+        else:
+            out[key] = source[key]
+    return out
+
+
 def pretrained_weights(plain: dict[str, Any], command: str | None) -> Path | None:
     """The weights file of the run ``pretrain.overrides`` names (trained first if no shared run holds it), or None."""
     from dacl.engine.weights import WEIGHTS_FILE
@@ -76,7 +95,7 @@ def pretrained_weights(plain: dict[str, Any], command: str | None) -> Path | Non
         return None
     if (plain.get("method") or {}).get("checkpoint"):
         raise ConfigError("give the starting weights once: method.checkpoint=<file> or pretrain.overrides=[...], not both")
-    config = compose_run_config(overrides)
+    config = inherit_runtime(compose_run_config(overrides), plain)
     if config.get("pretrain", {}).get("overrides"):
         raise ConfigError("a pre-training run cannot itself name pretrain.overrides")
     folder = shared_run_dir(root or Path("runs") / "pretrain", config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from dacl.reporting import (COLUMNS, PEFT_MAX_POINTS_BELOW_FULL, PEFT_MAX_TRAINABLE_PERCENT, _fmt, format_mean_std,
@@ -103,3 +104,128 @@ def finetune_text(study: Study, ok: list[dict[str, Any]], failed: list[dict[str,
 
 def _pct(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
+
+
+def _backbone(record: dict[str, Any]) -> str:
+    return str(record["config"]["model"]["backbone"])
+
+
+def _label(record: dict[str, Any]) -> str:
+    """The update a run trained: ``scratch`` is source-only training that started from no pre-trained weights."""
+    method = record["method"]
+    return "scratch" if method == "source_only" and not record.get("pretrained_from") else method
+
+
+def _labels(record: dict[str, Any]) -> int | None:
+    """Labelled target examples the run trained on (None: all of them)."""
+    return record["config"]["benchmark"].get("max_source_train")
+
+
+@renderer("finetune_vision")
+def finetune_vision(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                    provenance: list[str]) -> tuple[str, Rendered]:
+    """Supervised fine-tuning on the target's labels, from a backbone pre-trained on the source domain: one row per
+    update and backbone on all labels (accuracy beside its cost, and its gap to full fine-tuning of the same
+    backbone), and, where the grid holds runs on fewer labels, the label-efficiency curve as a figure."""
+    cells: dict[tuple[str, str, str, int | None], list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        cells[(r["task"], _label(r), _backbone(r), _labels(r))].append(r)
+    rows: list[dict[str, Any]] = []
+    value: dict[tuple[str, str, str, int | None, str], tuple[float, float | None, int]] = {}
+    for (task, label, backbone, n), runs in cells.items():
+        command = sweep_command([r.get("command") for r in runs], [r["seed"] for r in runs])
+        for selection in ("last", "source_val"):
+            mean, std = accuracy(runs, selection, "target_test_acc")
+            value[(task, label, backbone, n, selection)] = (mean, std, len(runs))
+            rows.append({"benchmark": runs[0]["benchmark"], "task": task, "method": f"{label} [{backbone}]",
+                         "selection": selection, "metric": "target_acc", "mean": mean, "std": std,
+                         "n_seeds": len(runs), "paper_value": None, "command": command, "n_failed": 0,
+                         "n_labels": n if n is not None else runs[0]["data_sizes"]["source_train"], **costs(runs)})
+    lines = [f"# {study.title}", "", "Target test accuracy (%), mean ± std over seeds (one seed: its value alone), "
+             "training on every labelled target example. `last` = final step; `source_val` = the step with the best "
+             "accuracy on the labelled 10% validation split of the target's training set (the run's own training "
+             "domain; never the test set).", "",
+             "| task | update [backbone] | last | source_val | trainable | % of total | time/step (ms) | "
+             "peak memory (MB) | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    for (task, label, backbone, n), runs in cells.items():
+        if n is not None:
+            continue
+        last, val = value[(task, label, backbone, n, "last")], value[(task, label, backbone, n, "source_val")]
+        cost = costs(runs)
+        lines.append(f"| {task} | {label} [{backbone}] | {format_mean_std(*last[:2])} | {format_mean_std(*val[:2])} | "
+                     f"{_fmt(cost['trainable_params'])} | {_pct(cost['trainable_percent'])} | "
+                     f"{cost['time_per_step_ms']:.1f} | {cost['peak_memory_mb'] or 0:.0f} | {len(runs)} |")
+    shape = []
+    for (task, label, backbone, n), runs in cells.items():
+        reference = value.get((task, "full_finetune", backbone, None, "source_val"))
+        if n is not None or label in ("scratch", "full_finetune") or reference is None:
+            continue
+        gap = value[(task, label, backbone, n, "source_val")][0] - reference[0]
+        pct = costs(runs)["trainable_percent"]
+        misses = peft_shape_misses({"accuracy": gap}, pct)
+        shape.append(f"- {task} {label} [{backbone}]: {gap:+.2f} points against full fine-tuning's "
+                     f"{format_mean_std(*reference[:2])}, {_pct(pct)}% trained: "
+                     + (f"misses on {', '.join(misses)}" if misses else "meets it"))
+    if shape:
+        lines += ["", "## Against full fine-tuning", "", "Computed from the table above (`source_val` column): each "
+                  "update's accuracy minus full fine-tuning's on the same backbone, and whether it meets the LoRA "
+                  f"paper's shape (within {PEFT_MAX_POINTS_BELOW_FULL:g} points of full fine-tuning, with under "
+                  f"{PEFT_MAX_TRAINABLE_PERCENT:g}% of the parameters trained).", "", *shape]
+    curve = _curve(cells, value)
+    figures = {}
+    if curve:
+        figures["label_efficiency"] = lambda path: _draw_curve(curve, study.title, path)
+        lines += ["", "## Label efficiency", "", "Target test accuracy (%) at the last step against the number of "
+                  "labelled target examples (figure: `<table>_label_efficiency.png`; all labels = the table's run).", "",
+                  "| task | update [backbone] | " + " | ".join(str(n) for n in _sizes(curve)) + " |",
+                  "|---|---|" + "---|" * len(_sizes(curve))]
+        for (task, label, backbone), points in curve.items():
+            shown = {n: format_mean_std(m, s) for n, m, s in points}
+            lines.append(f"| {task} | {label} [{backbone}] | " + " | ".join(shown.get(n, "") for n in _sizes(curve)) + " |")
+    lines += ["", "## Commands", ""] + [f"- {r['method']} ({r['task']}, {r['n_labels']} labels): `{r['command']}`"
+                                         for r in rows if r["selection"] == "last"]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    tops = {}
+    for (task, label, backbone, n, selection), (mean, _, _) in value.items():
+        if n is None and selection == "source_val" and label != "scratch":
+            tops.setdefault(backbone, []).append((mean, label))
+    headline = "; ".join(f"{backbone}: best {max(v)[1]} {max(v)[0]:.2f}" for backbone, v in tops.items()) \
+        or "no finished run yet"
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline, COLUMNS + ["n_labels"] + COST_COLUMNS,
+                                                                         figures)
+
+
+def _curve(cells: dict, value: dict) -> dict[tuple[str, str, str], list[tuple[int, float, float | None]]]:
+    """(task, update, backbone) -> [(labels, mean, std)] for every update the grid also ran on fewer labels."""
+    partial = {(t, lab, b) for (t, lab, b, n) in cells if n is not None}
+    out: dict[tuple[str, str, str], list[tuple[int, float, float | None]]] = {}
+    for (task, label, backbone, n), runs in cells.items():
+        if (task, label, backbone) in partial:
+            size = n if n is not None else runs[0]["data_sizes"]["source_train"]
+            mean, std, _ = value[(task, label, backbone, n, "last")]
+            out.setdefault((task, label, backbone), []).append((size, mean, std))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _sizes(curve: dict) -> list[int]:
+    return sorted({n for points in curve.values() for n, _, _ in points})
+
+
+def _draw_curve(curve: dict, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (task, label, backbone), points in curve.items():
+        ax.errorbar([n for n, _, _ in points], [m for _, m, _ in points], yerr=[s or 0.0 for _, _, s in points],
+                    marker="o", capsize=3, label=f"{label} [{backbone}] {task}")
+    ax.set(xscale="log", xlabel="labelled target examples", ylabel="target test accuracy (%), last step")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -65,7 +65,15 @@ def point_folder(study: Study, point: Point, opts: Options) -> Path:
 
 def _grid(study: Study, opts: Options) -> list[tuple[str, ...]]:
     points = study.points() if not study.runs_of else load_study(study.runs_of).points()
-    return [(*p, *study.quick) for p in points] if opts.quick else points
+    return [(*(_quick_pretraining(o, study.quick) for o in p), *study.quick) for p in points] if opts.quick else points
+
+
+def _quick_pretraining(override: str, quick: tuple[str, ...]) -> str:
+    """--quick shortens every run a point trains: its pre-training run (``pretrain.overrides=[...]``) as well."""
+    key, _, value = override.partition("=")
+    if key != "pretrain.overrides" or value.strip() in ("[]", "") or not quick:
+        return override
+    return f"{key}={value.rstrip()[:-1]}," + ",".join(f"'{q}'" for q in quick) + "]"
 
 
 def _record_of(folder: Path) -> dict[str, Any] | None:
@@ -100,7 +108,7 @@ def _launch(study: Study, point: Point, opts: Options) -> dict[str, Any] | None:
     record = _record_of(folder)
     if record is None:  # the run could not even start (bad data path, ...): say why, record nothing
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        opts.echo(f"  did not start: {shlex.join(point.overrides)}: {tail[0]}")
+        opts.echo(f"  did not start: {shell_words(point.overrides)}: {tail[0]}")
     return record
 
 
@@ -129,7 +137,14 @@ def point_command(study: Study, point: Point) -> str:
     """The ``dacl`` command that makes this grid point's run (what a table's command column shows)."""
     data = ["data_root=../shared/data"] if study.needs_data else []
     launcher = f"torchrun --nproc_per_node {point.processes} -m dacl" if point.processes > 1 else "dacl"
-    return f"{launcher} {study.command} " + shlex.join([*point.overrides, *study.runtime, *data])
+    return f"{launcher} {study.command} " + shell_words([*point.overrides, *study.runtime, *data])
+
+
+def shell_words(words: list[str] | tuple[str, ...]) -> str:
+    """Words a shell reads back as they are: a word holding single quotes (a list of quoted overrides) goes in double
+    quotes when nothing in it expands there, which reads far better than shlex's '"'"' escapes."""
+    safe = re.compile(r"""[^"$`\\!]*""")
+    return " ".join(f'"{w}"' if "'" in w and safe.fullmatch(w) else shlex.quote(w) for w in words)
 
 
 def _keep_variant(study: Study, record: dict[str, Any]) -> bool:

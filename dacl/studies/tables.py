@@ -22,6 +22,7 @@ class Rendered:
     rows: list[dict[str, Any]]  # the CSV rows
     headline: str               # one line for paper_results/README.md
     columns: list[str] = field(default_factory=lambda: list(COLUMNS))  # the CSV's columns
+    figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)  # "<suffix>": draws <out>_<suffix>.png
 
 
 Renderer = Callable[[Study, list[dict[str, Any]], list[dict[str, Any]], list[str], list[str]], tuple[str, Rendered]]
@@ -45,6 +46,11 @@ def render(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]],
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out.with_suffix(".csv"), to_csv(rendered.rows, rendered.columns))
     atomic_write_text(out.with_suffix(".md"), markdown)
+    for suffix, draw in rendered.figures.items():
+        figure = out.with_name(f"{out.name}_{suffix}.png")
+        partial = figure.with_suffix(".tmp.png")
+        draw(partial)
+        partial.replace(figure)  # a reader never finds half a figure
     return rendered
 
 
@@ -440,4 +446,4 @@ def validator_study(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
 
 
-from dacl.studies import finetune_tables  # noqa: E402,F401  (registers the fine-tuning renderers)
+from dacl.studies import analysis_tables, finetune_tables  # noqa: E402,F401  (register their renderers)
