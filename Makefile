@@ -16,12 +16,13 @@ demo: $(STAMP)
 	$(VENV)/bin/dacl demo
 
 # pytest exits 5 when it collects nothing: make then fails, so "no tests" never passes silently.
-# test: the quick loop (tests marked slow skipped); test-all: everything, what CI runs.
+# test: the quick loop (tests marked slow skipped); test-all: everything, what CI runs. Both run one pytest-xdist
+# worker per core (-n auto), each on one thread.
 test: $(STAMP)
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PY) -m pytest -q -n auto tests -m "not slow"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 bench: $(STAMP)
 	$(PY) -m dacl reproduce throughput_cpu $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)

@@ -18,7 +18,7 @@ RUNTIME_KEYS: dict[str, frozenset[str]] = {
                       "trainer.save_model", "tta.source_runs", "pretrain.runs"}),
     "continual": frozenset({"data_root", "download", "tag", "trainer.device", "trainer.threads", "trainer.resume",
                             "trainer.ckpt_every", "trainer.log_every"}),
-    "measure": frozenset({"data_root", "threads", "runs"}),  # dacl/studies/measure.py: every other key is a result key
+    "measure": frozenset({"data_root", "threads", "runs", "trees", "tllib"}),  # dacl/studies/measure.py: every other key is a result key
 }
 
 # Keys that change a result: whole sections (every key below them), and the loop's own options one by one, so a new

@@ -153,7 +153,7 @@ def test_class_balanced_thresholds_lower_the_bar_for_rare_classes():
 
 
 # --- each method must beat source-only on the synthetic shift (a no-op method fails this) ----------------------
-STEPS = {"self_training": 400, "adamatch": 400}
+STEPS = {"self_training": 300, "adamatch": 300}
 
 
 def _target_acc(method_name, tiny_config, tmp_path, steps):
@@ -171,7 +171,8 @@ _source_only: dict[int, float] = {}
 
 @pytest.mark.parametrize("name", ["cdan", "cdan_e", "mmd", "coral", "deepjdot", "sinkhorn", "self_training", "adamatch"])
 def test_method_beats_source_only_on_synthetic_shift(name, tiny_config, tmp_path):
-    """Measured at 150 steps (400 for self-training): source-only 0.81, the methods 0.87-0.93."""
+    """Measured at 150 steps (300 for self-training and AdaMatch; 1 and 2 threads): source-only 0.81, the methods
+    0.87-0.93."""
     steps = STEPS.get(name, 150)
     if steps not in _source_only:
         _source_only[steps] = _target_acc("source_only", tiny_config, tmp_path, steps)

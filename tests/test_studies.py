@@ -29,9 +29,6 @@ def test_every_study_loads_and_its_grid_composes():
     studies = all_studies()
     assert len(studies) >= 20
     for s in studies:
-        if s.kind == "script":
-            assert s.script and s.script.split()[0] == "python", s.name
-            continue
         grid = s.points() if not s.runs_of else load_study(s.runs_of).points()
         assert grid, s.name
         for entry in s.grid:  # the first point of every grid entry composes against today's configs
@@ -61,7 +58,7 @@ def test_collect_only_remakes_the_committed_numbers(name, tmp_path):
 def test_collect_only_remakes_every_archived_table(tmp_path):
     checked = 0
     for s in all_studies():
-        if s.kind == "script" or not archive_path(s).is_file():
+        if not archive_path(s).is_file():
             continue
         reproduce(s.name, Options(collect_only=True, out=tmp_path / s.name, echo=lambda _: None))
         made = tmp_path / s.name / f"{Path(s.table).name}.csv"
@@ -365,3 +362,31 @@ runtime: [threads=1, runs={tmp_path / 'analysed'}]
     for suffix in ("tsne", "reliability"):
         assert (tmp_path / "again" / f"pad_{suffix}.png").stat().st_size > 5000
     assert sorted((tmp_path / "analysed").rglob("results.json")) == trained, "nothing trained again"
+
+
+@pytest.mark.slow
+def test_the_streaming_study_measures_each_cell_in_its_own_process(tmp_path, monkeypatch):
+    """Loader cells over one synthetic JPEG tree (written once), each a fresh process with its own peak RSS; the TLlib
+    pipeline without a checkout is one error naming the fix."""
+    studies = _write_study(tmp_path, monkeypatch, "stream", "streaming_throughput", f"""command: measure
+grid:
+  - measurement: streaming_throughput
+    images: 120
+    pipeline: dacl
+    workers: [0, 1]
+    model: none
+    steps: 2
+    warmup: 1
+    batch: 8
+runtime: [trees={tmp_path / 'trees'}]
+""")
+    table = reproduce("stream", Options(runs=tmp_path / "runs", echo=lambda _: None))
+    records = read_archive(studies / "tables" / "stream.runs.jsonl")
+    assert sorted(r["metrics"]["workers"] for r in records) == [0, 1]
+    assert all(r["metrics"]["images"] == 120 and r["metrics"]["images_per_second"] > 0 for r in records)
+    assert next(r for r in records if r["metrics"]["workers"] == 1)["metrics"]["worker_peak_rss_mb"] > 0
+    assert len(list((tmp_path / "trees").glob("domainnet_120/domainnet/image_list/*.txt"))) > 0
+    assert "| 120 | dacl | 0 |" in table.read_text() and "| 120 | dacl | 1 |" in table.read_text()
+    bad = subprocess.run([sys.executable, "-m", "dacl", "measure", "measurement=streaming_throughput", "pipeline=tllib",
+                          f"trees={tmp_path / 'trees'}", "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "tllib=<a checkout" in bad.stderr

@@ -3,16 +3,17 @@
 Each cell runs in a fresh process (so its peak resident set is its own): ``pipeline`` dacl (``ImageFiles`` +
 ``PrefetchStream`` over a seeded ``BatchStream``) or tllib (TLlib's own ``ImageList`` + ``ResizeImage`` transforms +
 ``DataLoader(shuffle, drop_last)`` + ``ForeverDataIterator``, imported from a TLlib checkout), both feeding the same
-timm model through the same SGD step at 224 px, batch 32. ``--steps 0`` style data-only cells time the loader alone.
+timm model through the same SGD step at 224 px, batch 32. Cells with ``model: none`` time the loader alone.
+It is the measurement ``streaming_throughput``: study ``throughput_streaming`` sweeps its cells.
 The dataset is every image of the tree (all its image lists), so memory is measured against the dataset's size.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from dacl.data.layouts import LAYOUTS
+from dacl.studies.measure import measurement
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -113,88 +115,63 @@ def run_cell(pipeline: str, root: Path, workers: int, steps: int, warmup: int, b
             "worker_peak_rss_mb": round(mb(resource.RUSAGE_CHILDREN), 1) if workers else None}
 
 
-def measure(sizes: list[int], workers: list[int], out_root: Path, tllib: Path, steps: int, warmup: int, batch: int,
-            model: str, data_steps: int) -> list[dict[str, Any]]:
-    """Every (size, pipeline, workers) cell, with the model and data-only, each in a fresh process."""
+DEFAULTS = {"pipeline": "dacl", "images": 10_000, "workers": 0, "model": "resnet18", "steps": 8, "warmup": 2,
+            "batch": 32, "trees": None, "tllib": None}
+
+
+def _describe(m: dict[str, Any]) -> str:
+    return f"{m['images_per_second']} img/s, peak RSS {m['peak_rss_mb']} MB"
+
+
+@measurement("streaming_throughput", DEFAULTS, _describe)
+def streaming_throughput(c: dict[str, Any]) -> dict[str, Any]:
+    """One cell in a fresh process (its peak RSS is its own): ``pipeline`` over every image of a DomainNet-shaped
+    tree of ``images`` JPEGs (written once under ``trees``), with a timm ``model`` step per batch or (model: none)
+    the loader alone."""
     from dacl.data.synth import write_synthetic
+    from dacl.errors import ConfigError
 
-    rows = []
-    for n in sizes:
-        root = out_root / f"domainnet_{n}"
+    if c["pipeline"] not in ("dacl", "tllib"):
+        raise ConfigError(f"pipeline={c['pipeline']!r}: dacl or tllib")
+    tllib = Path(c["tllib"]) if c["tllib"] else None
+    if c["pipeline"] == "tllib" and not (tllib and (tllib / "tllib").is_dir()):
+        raise ConfigError("pipeline=tllib needs tllib=<a checkout of thuml/Transfer-Learning-Library> (git clone "
+                          "https://github.com/thuml/Transfer-Learning-Library /tmp/tllib)")
+    root = Path(c["trees"] or Path("runs") / "streaming_trees") / f"domainnet_{int(c['images'])}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # cells side by side wait for the one writing the tree
         if not (root / "domainnet" / "image_list").is_dir():
-            write_synthetic("domainnet", root, n, workers=2)
-        for pipeline in ("dacl", "tllib"):
-            for w in workers:
-                for m, s in ((model, steps), ("", data_steps)):
-                    cmd = [sys.executable, "-m", "dacl.analysis.streaming_throughput", "cell", "--pipeline", pipeline,
-                           "--root", str(root / "domainnet"), "--workers", str(w), "--steps", str(s), "--warmup",
-                           str(warmup), "--batch", str(batch), "--model", m, "--tllib", str(tllib)]
-                    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                    rows.append(json.loads(out.strip().splitlines()[-1]))
-                    print(rows[-1], flush=True)
-    return rows
-
-
-def render(rows: list[dict[str, Any]], command: str, provenance: dict[str, Any], hw: dict[str, Any], tllib_commit: str,
-           batch: int, model: str) -> str:
-    md = ["# Streaming image path: memory and throughput (DomainNet-shaped synthetic tree, 224 px)", "",
-          f"Every image of a synthetic tree written by `dacl data synth domainnet` (JPEG, 256 x 256, 345 classes) "
-          f"is one dataset; each cell is a fresh process drawing batches of {batch} with the train pipeline (resize "
-          f"256, random-resized crop 224, flip). 'train' cells also run a timm `{model}` SGD step on each batch "
-          "(the same model and step for both pipelines); 'data' cells time the loader alone. TLlib: its own "
-          f"`ImageList`, `ResizeImage` and `ForeverDataIterator` from thuml/Transfer-Learning-Library at {tllib_commit}, "
-          "with a shuffling `DataLoader` as its examples build it. Peak RSS: the training process, and the largest "
-          "DataLoader worker.", "",
-          "| images | pipeline | workers | train img/s | data img/s | peak RSS (MB) | worker peak RSS (MB) |",
-          "|---|---|---|---|---|---|---|"]
-    keyed: dict[tuple, dict[str, Any]] = {}
-    for r in rows:
-        keyed.setdefault((r["images"], r["pipeline"], r["workers"]), {})["data" if r["model"] == "none" else "train"] = r
-    for (n, pipeline, w), cell in sorted(keyed.items()):
-        t, d = cell.get("train", {}), cell.get("data", {})
-        md.append(f"| {n:,} | {pipeline} | {w} | {t.get('images_per_second', '')} | {d.get('images_per_second', '')} | "
-                  f"{t.get('peak_rss_mb', '')} | {t.get('worker_peak_rss_mb') or ''} |")
-    md += ["", f"Hardware: {json.dumps(hw)}", "", f"Command: `{command}`",
-           f"Commit: {provenance.get('commit')} (dirty: {provenance.get('dirty')})", ""]
-    return "\n".join(md)
+            write_synthetic("domainnet", root, int(c["images"]), workers=2)
+    model = "" if c["model"] in (None, "none") else str(c["model"])
+    cmd = [sys.executable, "-m", "dacl.analysis.streaming_throughput", "cell", "--pipeline", c["pipeline"], "--root",
+           str(root / "domainnet"), "--workers", str(c["workers"]), "--steps", str(c["steps"]), "--warmup",
+           str(c["warmup"]), "--batch", str(c["batch"]), "--model", model, *(["--tllib", str(tllib)] if tllib else [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ConfigError(f"the {c['pipeline']} cell failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    if tllib is not None:
+        metrics["tllib_commit"] = subprocess.run(["git", "-C", str(tllib), "rev-parse", "--short", "HEAD"],
+                                                 capture_output=True, text=True).stdout.strip() or "(not a git checkout)"
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m dacl.analysis.streaming_throughput cell ...``: one cell, its metrics as a JSON line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="action", required=True)
     cell = sub.add_parser("cell")
     cell.add_argument("--pipeline", choices=["dacl", "tllib"], required=True)
     cell.add_argument("--root", type=Path, required=True)
-    table = sub.add_parser("table")
-    table.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000])
-    table.add_argument("--data", type=Path, required=True, help="folder for the synthetic trees (reused when present)")
-    table.add_argument("--out", type=Path, required=True, help="table path without extension")
-    table.add_argument("--worker-counts", type=int, nargs="+", default=[0, 1, 2])
-    table.add_argument("--data-steps", type=int, default=30)
-    for p in (cell, table):
-        p.add_argument("--tllib", type=Path, required=True, help="a checkout of thuml/Transfer-Learning-Library")
-        p.add_argument("--steps", type=int, default=10)
-        p.add_argument("--warmup", type=int, default=2)
-        p.add_argument("--batch", type=int, default=32)
-        p.add_argument("--model", default="resnet18")
+    cell.add_argument("--tllib", type=Path, default=None, help="a checkout of thuml/Transfer-Learning-Library")
+    cell.add_argument("--steps", type=int, default=10)
+    cell.add_argument("--warmup", type=int, default=2)
+    cell.add_argument("--batch", type=int, default=32)
+    cell.add_argument("--model", default="resnet18")
     cell.add_argument("--workers", type=int, default=0)
     ns = ap.parse_args(argv)
-    if ns.action == "cell":
-        print(json.dumps(run_cell(ns.pipeline, ns.root, ns.workers, ns.steps, ns.warmup, ns.batch, ns.model, ns.tllib)))
-        return
-    from dacl.engine.results import atomic_write_json, atomic_write_text, git_commit, hardware
-
-    rows = measure(ns.sizes, ns.worker_counts, ns.data, ns.tllib, ns.steps, ns.warmup, ns.batch, ns.model, ns.data_steps)
-    tllib_commit = subprocess.run(["git", "-C", str(ns.tllib), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True).stdout.strip() or "(not a git checkout)"
-    command = "python scripts/bench_streaming.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    provenance, hw = git_commit(), hardware(torch.device("cpu"))
-    atomic_write_text(ns.out.with_suffix(".md"), render(rows, command, provenance, hw, tllib_commit, ns.batch, ns.model))
-    header = ["images", "pipeline", "workers", "model", "images_per_second", "peak_rss_mb", "worker_peak_rss_mb"]
-    atomic_write_text(ns.out.with_suffix(".csv"), "\n".join([",".join([*header, "command"])] + [
-        ",".join([*(str(r[k]) for k in header), shlex.quote(command)]) for r in rows]) + "\n")
-    atomic_write_json(ns.out.with_suffix(".json"), {"rows": rows, "command": command, "hardware": hw,
-                                                    "tllib_commit": tllib_commit, **provenance})
+    print(json.dumps(run_cell(ns.pipeline, ns.root, ns.workers, ns.steps, ns.warmup, ns.batch, ns.model, ns.tllib)))
 
 
 if __name__ == "__main__":

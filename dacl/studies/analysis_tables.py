@@ -49,3 +49,52 @@ def feature_analysis(study: Study, ok: list[dict[str, Any]], failed: list[dict[s
     headline = "; ".join(f"{_name(r)}: PAD {r['metrics']['proxy_a_distance']:.2f}, ECE {r['metrics']['target_ece']:.1f}"
                          for r in ok) or "no finished run yet"
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline, figures=figures)
+
+
+@renderer("streaming_throughput")
+def streaming_throughput(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                         provenance: list[str]) -> tuple[str, Rendered]:
+    """One row per (dataset size, pipeline, loader workers): the train cell's images/s and peak RSS beside the
+    loader-only cell's images/s (measurement=streaming_throughput)."""
+    from dacl.studies.tables import measure_command
+
+    cells: dict[tuple[int, str, int], dict[str, dict[str, Any]]] = {}
+    for r in ok:
+        c = r["config"]
+        kind = "data" if c["model"] in (None, "none") else "train"
+        cells.setdefault((int(c["images"]), c["pipeline"], int(c["workers"])), {})[kind] = r
+    lines = [f"# {study.title}", "", "Every image of a synthetic tree written by `dacl data synth domainnet` (JPEG, "
+             "256 x 256, 345 classes) is one dataset; each cell is a fresh process drawing batches with the train "
+             "pipeline (resize 256, random-resized crop 224, flip). Train cells also run the same timm SGD step on "
+             "each batch for both pipelines; data cells time the loader alone. Peak RSS: the training process, and "
+             "the largest DataLoader worker.", "",
+             "| images | pipeline | workers | train img/s | data img/s | peak RSS (MB) | worker peak RSS (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    rows = []
+    for (n, pipeline, workers), cell in sorted(cells.items()):
+        train, data = (cell.get(k, {}).get("metrics", {}) for k in ("train", "data"))
+        lines.append(f"| {n:,} | {pipeline} | {workers} | {train.get('images_per_second', '')} | "
+                     f"{data.get('images_per_second', '')} | {train.get('peak_rss_mb', '')} | "
+                     f"{train.get('worker_peak_rss_mb') or ''} |")
+        for kind, r in cell.items():
+            m = r["metrics"]
+            rows.append({"benchmark": f"domainnet_synthetic_{n}", "task": f"{kind}, {workers} workers",
+                         "method": pipeline, "selection": "measured", "metric": "images_per_second",
+                         "mean": m["images_per_second"], "std": None, "n_seeds": 1, "paper_value": None,
+                         "command": measure_command([r]), "n_failed": 0, "peak_rss_mb": m["peak_rss_mb"],
+                         "worker_peak_rss_mb": m.get("worker_peak_rss_mb")})
+    lines += ["", "## Commands", ""] + [f"- {r['method']} {r['benchmark']} ({r['task']}): `{r['command']}`" for r in rows]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    commits = sorted({r["metrics"]["tllib_commit"] for r in ok if r["metrics"].get("tllib_commit")})
+    if commits:
+        provenance = [*provenance, f"TLlib (thuml/Transfer-Learning-Library) at: {', '.join(commits)}"]
+    biggest = max((n for n, _, _ in cells), default=None)
+    rss = {p: cells[(biggest, p, w)]["train"]["metrics"]["peak_rss_mb"] for (n, p, w) in cells
+           if n == biggest and w == 0 and "train" in cells[(n, p, w)]}
+    headline = (f"peak RSS at {biggest:,} images (0 workers): " + ", ".join(f"{p} {v:,.0f} MB" for p, v in sorted(rss.items()))
+                if rss else "no finished cell yet")
+    from dacl.reporting import COLUMNS
+
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(
+        rows, headline, COLUMNS + ["peak_rss_mb", "worker_peak_rss_mb"])

@@ -3,7 +3,7 @@ still leave the one run record, in a run folder, so a study archives and tables 
 
 A measurement is a registered function ``config -> metrics`` with its default config; ``dacl measure
 measurement=<name> key=value ...`` runs one, and a study with ``command: measure`` sweeps them (its grid names
-``measurement`` like any other key). Keys in ``RUNTIME`` (threads, data_root, runs) never change a result.
+``measurement`` like any other key). Keys in ``RUNTIME`` (threads, paths) never change a result.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dacl.engine.run_folder import run_in_folder
 from dacl.errors import ConfigError
 from dacl.registry import did_you_mean
 
-RUNTIME = frozenset({"threads", "data_root", "runs"})  # runs: where a measurement keeps the runs it trains
+RUNTIME = frozenset({"threads", "data_root", "runs", "trees", "tllib"})  # paths: runs it trains, trees it writes, a checkout
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ def measurement(name: str, defaults: dict[str, Any], describe: Callable[[dict[st
 def _load() -> None:
     import dacl.analysis.avalanche_comparison  # noqa: F401  (registers its measurement)
     import dacl.analysis.feature_analysis  # noqa: F401
+    import dacl.analysis.streaming_throughput  # noqa: F401
     import dacl.analysis.throughput  # noqa: F401
     import dacl.reliability  # noqa: F401
 

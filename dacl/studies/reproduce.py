@@ -175,10 +175,8 @@ def collect(study: Study, grid: Plan, out: Path | None, command: str) -> str:
 def reproduce(name: str, opts: Options) -> Path:
     """Run (unless collect-only) and re-make one study's table; returns the table's Markdown path."""
     study = load_study(name)
-    if study.kind == "script":
-        return _run_script(study, opts)
     if study.kind not in RENDERERS:
-        raise ConfigError(f"{study.source}: unknown kind '{study.kind}'; kinds: {', '.join([*RENDERERS, 'script'])}")
+        raise ConfigError(f"{study.source}: unknown kind '{study.kind}'; kinds: {', '.join(RENDERERS)}")
     for item in opts.extra:
         key = item.partition("=")[0]
         if not key.startswith("hydra.") and classify(key, study.command) != "runtime":
@@ -206,26 +204,6 @@ def reproduce(name: str, opts: Options) -> Path:
     return out.with_suffix(".md")
 
 
-def _run_script(study: Study, opts: Options) -> Path:
-    """A table still made by its own script: run it (or its collect-only form), from the repository root."""
-    script = study.collect_script if opts.collect_only else study.quick_script if opts.quick else study.script
-    if not script:
-        wanted = "--collect-only" if opts.collect_only else "--quick"
-        raise ConfigError(f"study {study.name} is made by `{study.script}`, which has no {wanted} form; run it "
-                          f"without {wanted}")
-    words = shlex.split(str(script))
-    if opts.data_root and "--data-root" in words:
-        words[words.index("--data-root") + 1] = opts.data_root
-    if opts.out is not None:
-        raise ConfigError(f"study {study.name} is made by its own script, which writes {study.table}.md; --out "
-                          "applies to grid studies")
-    words = [sys.executable if w == "python" else w for w in words]
-    proc = subprocess.run(words, cwd=REPO)
-    if proc.returncode != 0:
-        raise ConfigError(f"`{script}` exited {proc.returncode}")
-    return REPO / f"{study.table}.md"
-
-
 def reproduce_all(opts: Options) -> list[str]:
     """Every study in turn (``dacl reproduce --all``); studies that need the shared data are skipped, said so, when
     it is absent. Returns the names of the studies that failed."""
@@ -234,10 +212,6 @@ def reproduce_all(opts: Options) -> list[str]:
     for study in all_studies():
         if study.needs_data and not (data / "mnist.npz").is_file():
             opts.echo(f"== {study.name}: skipped, {data} has no benchmark files (pass --data-root)")
-            continue
-        if (opts.quick and study.kind == "script" and not study.quick_script) or (
-                opts.collect_only and study.kind == "script" and not study.collect_script):
-            opts.echo(f"== {study.name}: skipped, its script has no {'--quick' if opts.quick else '--collect-only'} form")
             continue
         opts.echo(f"== {study.name}")
         try:
@@ -249,9 +223,7 @@ def reproduce_all(opts: Options) -> list[str]:
 
 
 def headline_of(study: Study) -> str:
-    """The committed table's headline, re-computed from its committed records (script tables: their title)."""
-    if study.kind == "script":
-        return study.description
+    """The committed table's headline, re-computed from its committed records."""
     grid = plan(study.command, _grid(study, Options()), read_archive(archive_path(study)))
     if all(p.record is None for p in grid.points):
         if not (REPO / f"{study.table}.md").is_file():
@@ -264,7 +236,7 @@ def headline_of(study: Study) -> str:
 
 def list_studies(echo: Callable[[str], None] = print) -> None:
     for s in all_studies():
-        made = "script" if s.kind == "script" else f"{len(s.points()) if not s.runs_of else 'runs of ' + s.runs_of}"
+        made = f"{len(s.points()) if not s.runs_of else 'runs of ' + s.runs_of}"
         echo(f"{s.name:<34} {s.table}.md  [{s.kind}; runs: {made}{'; needs ../shared/data' if s.needs_data else ''}]")
         echo(f"{'':<34} {s.title}")
 

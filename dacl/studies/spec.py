@@ -18,7 +18,7 @@ from dacl.registry import did_you_mean
 REPO = Path(__file__).resolve().parents[2]
 STUDY_DIR = Path(os.environ.get("DACL_STUDY_DIR", REPO / "configs" / "study"))
 STUDY_KEYS = {"title", "table", "kind", "command", "grid", "runtime", "quick", "runs_of", "variants", "paper", "notes",
-              "needs_data", "script", "collect_script", "quick_script", "description"}
+              "needs_data"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Study:
     name: str
     title: str
     table: str                       # output prefix inside the repository: <table>.md, .csv, .runs.jsonl
-    kind: str                        # the renderer (dacl.studies.tables.RENDERERS), or "script"
+    kind: str                        # the renderer (dacl.studies.tables.RENDERERS)
     command: str = "run"             # the dacl command each grid point runs: run | continual | measure
     grid: tuple[dict[str, Any], ...] = ()
     runtime: tuple[str, ...] = ()    # overrides that cannot change a result (threads), added to every run
@@ -49,10 +49,6 @@ class Study:
     paper: tuple[PaperValue, ...] = ()
     notes: tuple[str, ...] = ()
     needs_data: bool = False         # reads ../shared/data (or data_root); offline studies run anywhere
-    script: str | None = None        # kind "script": the command that makes the table
-    collect_script: str | None = None  # kind "script": the command that re-makes it from its records alone
-    quick_script: str | None = None    # kind "script": a miniature of the same pipeline, writing under runs/quick
-    description: str = ""
     source: Path = field(default=Path(), compare=False)
 
     @property
@@ -114,9 +110,7 @@ def load_study(name: str, folder: Path | None = None) -> Study:
     for key in ("title", "table", "kind"):
         if not raw.get(key):
             raise ConfigError(f"{path}: '{key}' is required")
-    if raw["kind"] == "script" and not raw.get("script"):
-        raise ConfigError(f"{path}: a study of kind 'script' names the command that makes its table in 'script'")
-    if raw["kind"] != "script" and not (raw.get("grid") or raw.get("runs_of")):
+    if not (raw.get("grid") or raw.get("runs_of")):
         raise ConfigError(f"{path}: give the runs in 'grid' (or 'runs_of: <study>' to share another study's runs)")
     try:
         paper = tuple(PaperValue(**p) for p in raw.get("paper") or [])
@@ -131,8 +125,7 @@ def load_study(name: str, folder: Path | None = None) -> Study:
                  grid=tuple(raw.get("grid") or ()), runtime=tuple(raw.get("runtime") or ()),
                  quick=tuple(raw.get("quick") or ()), runs_of=raw.get("runs_of"),
                  variants=tuple(variants) if variants else None, paper=paper, notes=tuple(raw.get("notes") or ()),
-                 needs_data=bool(raw.get("needs_data", False)), script=raw.get("script"),
-                 collect_script=raw.get("collect_script"), quick_script=raw.get("quick_script"), description=raw.get("description", ""), source=path)
+                 needs_data=bool(raw.get("needs_data", False)), source=path)
 
 
 def all_studies(folder: Path | None = None) -> list[Study]:
