@@ -176,7 +176,8 @@ def finetune_vision(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
     if curve:
         figures["label_efficiency"] = lambda path: _draw_curve(curve, study.title, path)
         lines += ["", "## Label efficiency", "", "Target test accuracy (%) at the last step against the number of "
-                  "labelled target examples (figure: `<table>_label_efficiency.png`; all labels = the table's run).", "",
+                  "labelled target examples (the largest = every label: the run of the table above).", "",
+                  f"![label efficiency]({Path(study.table).name}_label_efficiency.png)", "",
                   "| task | update [backbone] | " + " | ".join(str(n) for n in _sizes(curve)) + " |",
                   "|---|---|" + "---|" * len(_sizes(curve))]
         for (task, label, backbone), points in curve.items():
