@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dacl.analysis.domain import draw_reliability, draw_tsne
+from dacl.reporting import COLUMNS
 from dacl.studies.spec import Study
 from dacl.studies.tables import Rendered, _tail, renderer
 
@@ -94,7 +95,5 @@ def streaming_throughput(study: Study, ok: list[dict[str, Any]], failed: list[di
            if n == biggest and w == 0 and "train" in cells[(n, p, w)]}
     headline = (f"peak RSS at {biggest:,} images (0 workers): " + ", ".join(f"{p} {v:,.0f} MB" for p, v in sorted(rss.items()))
                 if rss else "no finished cell yet")
-    from dacl.reporting import COLUMNS
-
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(
         rows, headline, COLUMNS + ["peak_rss_mb", "worker_peak_rss_mb"])

@@ -3,7 +3,7 @@ still leave the one run record, in a run folder, so a study archives and tables 
 
 A measurement is a registered function ``config -> metrics`` with its default config; ``dacl measure
 measurement=<name> key=value ...`` runs one, and a study with ``command: measure`` sweeps them (its grid names
-``measurement`` like any other key). Keys in ``RUNTIME`` (threads, paths) never change a result.
+``measurement`` like any other key). Its runtime keys (threads, paths) are classified once, in ``dacl.run_spec.RUNTIME_KEYS['measure']``.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from dacl.engine.run_folder import run_in_folder
 from dacl.errors import ConfigError
 from dacl.registry import did_you_mean
 
-RUNTIME = frozenset({"threads", "data_root", "runs", "trees", "tllib"})  # paths: runs it trains, trees it writes, a checkout
 
 
 @dataclass(frozen=True)
