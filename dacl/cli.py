@@ -226,6 +226,12 @@ def cmd_list(args: list[str]) -> None:
         for name in reg.names():
             doc = (reg.get(name).__doc__ or "").strip().splitlines()
             print(f"  {name:<20} {doc[0] if doc else ''}")
+    from dacl.studies.measure import registered_measurements
+
+    print("measurements (dacl measure measurement=<name>):")
+    for name, spec in registered_measurements().items():
+        doc = (spec.fn.__doc__ or "").strip().splitlines()
+        print(f"  {name:<20} {doc[0] if doc else ''}")
 
 
 def cmd_demo(args: list[str]) -> None:
@@ -363,8 +369,8 @@ commands:
   reproduce <study>         run what a committed table lacks and re-make it (configs/study/*.yaml);
                             --list, --collect-only, --quick, --jobs N, --out DIR, --data-root DIR
   collect <run folders> --out PREFIX   any sweep's runs -> PREFIX.md / .csv / .runs.jsonl
-  measure measurement=<name> [key=value ...]   one measurement that is not a training run (train_throughput,
-                            avalanche_comparison) into a run folder, in the one run-record schema
+  measure measurement=<name> [key=value ...]   one measurement that is not a training run (throughput, a
+                            framework comparison, ...; `dacl list` names them) into a run folder, as a run record
   data synth <benchmark> --images N --out DIR   a synthetic tree in a benchmark's on-disk layout (office31,
                             officehome, visda2017, domainnet, cifar10, cifar100, cifar10_c, tiny_imagenet, imagenet_c)
 """

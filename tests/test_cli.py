@@ -61,6 +61,7 @@ def test_config_mistakes_deep_in_the_library_are_one_line_errors(tmp_path):
 def test_list_and_unknown_command(tmp_path):
     out = dacl("list", cwd=tmp_path)
     assert out.returncode == 0 and "dann" in out.stdout and "linear_probe" in out.stdout and "mnist_usps" in out.stdout
+    assert "measurements" in out.stdout and "train_throughput" in out.stdout and "feature_analysis" in out.stdout
     assert "unknown command 'rnu'" in _one_line_error(dacl("rnu", cwd=tmp_path))
 
 

@@ -47,6 +47,12 @@ def _load() -> None:
     import dacl.reliability  # noqa: F401
 
 
+def registered_measurements() -> dict[str, Measurement]:
+    """Every measurement ``dacl measure`` can run, by name (importing the modules that register them)."""
+    _load()
+    return dict(sorted(MEASUREMENTS.items()))
+
+
 def compose(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """The measurement's defaults with ``key=value`` overrides (values parsed as YAML); a wrong key is an error."""
     _load()
