@@ -116,6 +116,17 @@ def test_reproduce_runs_only_what_the_archive_lacks(tmp_path, monkeypatch):
     assert "| dann |" not in text
 
 
+def test_side_by_side_workers_start_every_seeds_shared_run_then_finish_seed_by_seed():
+    from dacl.studies.reproduce import launch_order
+    from dacl.studies.store import Point
+
+    grid = [Point((f"method={m}", f"seed={s}"), {"method": {"name": m}, "seed": s})
+            for m in ("bn_adapt", "tent", "shot_im") for s in (0, 1, 2)]
+    order = [(p.config["method"]["name"], p.config["seed"]) for p in launch_order(grid)]
+    assert order[:3] == [("bn_adapt", 0), ("bn_adapt", 1), ("bn_adapt", 2)]  # three source models train first
+    assert order[3:] == [("tent", 0), ("shot_im", 0), ("tent", 1), ("shot_im", 1), ("tent", 2), ("shot_im", 2)]
+
+
 def test_reproduce_cli_list_and_errors():
     out = subprocess.run([sys.executable, "-m", "dacl", "reproduce", "--list"], capture_output=True, text=True)
     assert out.returncode == 0 and "continual_split_mnist" in out.stdout and "paper_results/digits/mnist_usps.md" in out.stdout

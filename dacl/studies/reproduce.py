@@ -112,9 +112,24 @@ def _launch(study: Study, point: Point, opts: Options) -> dict[str, Any] | None:
     return record
 
 
+def launch_order(points: list[Point]) -> list[Point]:
+    """The order side-by-side workers take runs in: one run of each seed first, then each seed's other runs
+    together, seeds in grid order. A seed's runs share its source model or pre-training run, trained by the first
+    run that needs it while the others wait on its lock; in grid order (method by method) a second worker would
+    wait on that lock with runs of a finished seed still to do."""
+    first: dict[Any, Point] = {}
+    for point in points:
+        first.setdefault(point.config.get("seed"), point)
+    seeds = list(first)
+    rest = [p for p in points if all(p is not f for f in first.values())]
+    return [*first.values(), *sorted(rest, key=lambda p: seeds.index(p.config.get("seed")))]
+
+
 def run_missing(study: Study, todo: list[Point], archive: Path, opts: Options) -> None:
     """Run the grid points without a record, ``opts.jobs`` at a time; each record reaches the archive at once."""
     lock = threading.Lock()
+    if opts.jobs > 1:
+        todo = launch_order(todo)
 
     def one(point: Point) -> str:
         record = _launch(study, point, opts)
