@@ -97,3 +97,35 @@ def streaming_throughput(study: Study, ok: list[dict[str, Any]], failed: list[di
                 if rss else "no finished cell yet")
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(
         rows, headline, COLUMNS + ["peak_rss_mb", "worker_peak_rss_mb"])
+
+
+@renderer("lwf_reference")
+def lwf_reference(study: Study, ok: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str],
+                  provenance: list[str]) -> tuple[str, Rendered]:
+    """One row per input protocol of the independent LwF loop (measurement=lwf_reference): the average accuracy
+    after the last task, the accuracy on each task right after learning it, and the teacher's confidence on each
+    new task's first batch."""
+    from dacl.studies.tables import measure_command
+
+    lines = [f"# {study.title}", "", "Average test accuracy (%) over all tasks after the last one, the diagonal of "
+             "the accuracy matrix (each task right after learning it) and the previous model's mean top probability "
+             "on each new task's first batch (T = 1), of a plain-PyTorch LwF written from the authors' training step "
+             "(dacl/analysis/lwf_reference.py), sharing no training code with dacl's `lwf` strategy.", "",
+             "| inputs | tasks | steps per task | average accuracy | diagonal | teacher top probability |",
+             "|---|---|---|---|---|---|"]
+    rows = []
+    for r in ok:
+        c, m = r["config"], r["metrics"]
+        inputs = f"{'32 x 32 padded' if c['pad32'] else '28 x 28'}, {'every task' if c['permute_all'] else 'task 0 not'} permuted"
+        conf = " / ".join(f"{v[0]:.2f}" for v in m["teacher_confidence"] if v)
+        lines.append(f"| {inputs} | {c['tasks']} | {c['steps']:,} | {m['average_accuracy']:.2f} | "
+                     f"{' / '.join(f'{v:.1f}' for v in m['diagonal'])} | {conf} |")
+        rows.append({"benchmark": f"permuted_mnist ({inputs})", "task": f"domain-IL, {c['tasks']} tasks",
+                     "method": "lwf (reference loop)", "selection": "last", "metric": "average_accuracy",
+                     "mean": m["average_accuracy"], "std": None, "n_seeds": 1, "paper_value": None,
+                     "command": measure_command([r]), "n_failed": 0})
+    lines += ["", "## Commands", ""] + [f"- {r['benchmark']}, {r['task']}: `{r['command']}`" for r in rows]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
+    headline = "; ".join(f"{r['benchmark']}, {r['task']}: {r['mean']:.2f}" for r in rows) or "no finished run yet"
+    return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)

@@ -42,6 +42,7 @@ def measurement(name: str, defaults: dict[str, Any], describe: Callable[[dict[st
 def _load() -> None:
     import dacl.analysis.avalanche_comparison  # noqa: F401  (registers its measurement)
     import dacl.analysis.feature_analysis  # noqa: F401
+    import dacl.analysis.lwf_reference  # noqa: F401
     import dacl.analysis.streaming_throughput  # noqa: F401
     import dacl.analysis.throughput  # noqa: F401
     import dacl.reliability  # noqa: F401
