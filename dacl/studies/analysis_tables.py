@@ -108,24 +108,28 @@ def lwf_reference(study: Study, ok: list[dict[str, Any]], failed: list[dict[str,
     from dacl.studies.tables import measure_command
 
     lines = [f"# {study.title}", "", "Average test accuracy (%) over all tasks after the last one, the diagonal of "
-             "the accuracy matrix (each task right after learning it) and the previous model's mean top probability "
+             "the accuracy matrix (each task right after learning it), the first task's accuracy after the last task, and the previous model's mean top probability "
              "on each new task's first batch (T = 1), of a plain-PyTorch LwF written from the authors' training step "
              "(dacl/analysis/lwf_reference.py), sharing no training code with dacl's `lwf` strategy.", "",
-             "| inputs | tasks | steps per task | average accuracy | diagonal | teacher top probability |",
-             "|---|---|---|---|---|---|"]
+             "| inputs | loss | tasks | steps per task | average accuracy | diagonal | first task at the end | "
+             "teacher top probability |",
+             "|---|---|---|---|---|---|---|---|"]
     rows = []
     for r in ok:
         c, m = r["config"], r["metrics"]
         inputs = f"{'32 x 32 padded' if c['pad32'] else '28 x 28'}, {'every task' if c['permute_all'] else 'task 0 not'} permuted"
+        loss = "LwF" if c.get("distill", True) else "cross-entropy only (control)"
         conf = " / ".join(f"{v[0]:.2f}" for v in m["teacher_confidence"] if v)
-        lines.append(f"| {inputs} | {c['tasks']} | {c['steps']:,} | {m['average_accuracy']:.2f} | "
-                     f"{' / '.join(f'{v:.1f}' for v in m['diagonal'])} | {conf} |")
+        lines.append(f"| {inputs} | {loss} | {c['tasks']} | {c['steps']:,} | {m['average_accuracy']:.2f} | "
+                     f"{' / '.join(f'{v:.1f}' for v in m['diagonal'])} | {m['accuracy_matrix'][-1][0]:.2f} | {conf} |")
         rows.append({"benchmark": f"permuted_mnist ({inputs})", "task": f"domain-IL, {c['tasks']} tasks",
-                     "method": "lwf (reference loop)", "selection": "last", "metric": "average_accuracy",
+                     "method": f"{'lwf' if c.get('distill', True) else 'no distillation'} (reference loop)", "selection": "last", "metric": "average_accuracy",
                      "mean": m["average_accuracy"], "std": None, "n_seeds": 1, "paper_value": None,
                      "command": measure_command([r]), "n_failed": 0})
-    lines += ["", "## Commands", ""] + [f"- {r['benchmark']}, {r['task']}: `{r['command']}`" for r in rows]
+    lines += ["", "## Commands", ""] + [f"- {r['benchmark']}, {r['task']}, {r['method']}: `{r['command']}`"
+                                        for r in rows]
     if failed:
         lines += ["", "## Failed runs", ""] + [f"- `{f['run_dir']}`: {f['error']}" for f in failed]
-    headline = "; ".join(f"{r['benchmark']}, {r['task']}: {r['mean']:.2f}" for r in rows) or "no finished run yet"
+    headline = "; ".join(f"{r['benchmark']}, {r['task']}, {r['method']}: {r['mean']:.2f}" for r in rows) \
+        or "no finished run yet"
     return "\n".join(lines) + "\n" + _tail(notes, provenance), Rendered(rows, headline)
