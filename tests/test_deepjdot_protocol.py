@@ -38,7 +38,21 @@ def test_padding_and_per_split_standardisation():
     for split in (pair.source_train[0], pair.source_test[0], pair.target_train_x, x):
         assert split.mean().item() == pytest.approx(0.0, abs=1e-4) and split.std().item() == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(ConfigError, match="benchmark.fit"):
-        load_domain_pair("uci_digits", "uci_digits", image_size=28, channels=1, mean=[0.0], std=[1.0], fit="crop")
+        load_domain_pair("uci_digits", "uci_digits", image_size=28, channels=1, mean=[0.0], std=[1.0], fit="tile")
+
+
+def test_crop_keeps_the_pixel_scale_where_resize_shrinks_it():
+    """fit=crop takes the centre of a larger image and pads a smaller one; the pixels it keeps are the stored ones."""
+    cropped = load_domain_pair("uci_digits", "uci_digits", image_size=6, channels=1, mean=[0.0], std=[1.0], fit="crop")
+    resized = load_domain_pair("uci_digits", "uci_digits", image_size=6, channels=1, mean=[0.0], std=[1.0])
+    from dacl.registry import DATASETS
+    import dacl.data  # noqa: F401
+
+    raw = torch.as_tensor(DATASETS.get("uci_digits")(data_root=None).x_test, dtype=torch.float32)[:, 1:7, 1:7] / 255
+    assert torch.allclose(cropped.target_test[0][:, 0], raw)
+    assert not torch.allclose(resized.target_test[0][:, 0], raw)
+    padded = load_domain_pair("uci_digits", "uci_digits", image_size=12, channels=1, mean=[0.0], std=[1.0], fit="crop")
+    assert padded.target_test[0].shape[-1] == 12 and torch.count_nonzero(padded.target_test[0][:, :, :2]) == 0
 
 
 def test_deepjdot_network_gives_128_sigmoid_features_at_28_px():

@@ -73,8 +73,9 @@ def load_domain_pair(source: str | dict, target: str | dict, image_size: int, ch
                      standardize: str = "fixed") -> DomainPair:
     """Load, split and preprocess both domains once; everything lands on ``device`` as float tensors.
 
-    ``fit``: how an image of another size reaches ``image_size``: ``resize`` (bilinear) or ``pad`` (zeros around it,
-    centred; DeepJDOT's data code pads USPS 16 -> 28). ``standardize``: ``fixed`` applies the config's mean/std;
+    ``fit``: how an image of another size reaches ``image_size``: ``resize`` (bilinear), ``pad`` (zeros around it,
+    centred; DeepJDOT's data code pads USPS 16 -> 28) or ``crop`` (the centre of a larger image, a smaller one padded:
+    the pixel scale is kept, as PyTorch DANN ports crop the 32 px MNIST-M to 28). ``standardize``: ``fixed`` applies the config's mean/std;
     ``per_split`` then standardises each array by its own scalar mean and std (DeepJDOT's zero_mean_unitvarince:
     source train, source test, target train and target test each by their own statistics; the held-out source split
     shares the source training set's)."""
@@ -96,7 +97,8 @@ def load_domain_pair(source: str | dict, target: str | dict, image_size: int, ch
     xt_tr, _ = _subsample(tgt.x_train, tgt.y_train, max_target_train, rng)
 
     base = partial(to_tensor_images, image_size=image_size, channels=channels, mean=mean, std=std, device=device)
-    prep = (lambda x: base(_pad_to(x, image_size))) if fit == "pad" else base  # noqa: E731
+    prep = {"resize": base, "pad": lambda x: base(_pad_to(x, image_size)),
+            "crop": lambda x: base(_crop_to(_pad_to(x, image_size), image_size))}[fit]
     lab = lambda y: torch.as_tensor(y, dtype=torch.long, device=device)  # noqa: E731
     arrays = {"source_train": prep(xs_tr), "source_val": prep(src.x_train[val_idx]), "source_test": prep(src.x_test),
               "target_train": prep(xt_tr), "target_test": prep(tgt.x_test)}
@@ -115,7 +117,7 @@ def load_domain_pair(source: str | dict, target: str | dict, image_size: int, ch
     )
 
 
-FITS = ("resize", "pad")
+FITS = ("resize", "pad", "crop")
 STANDARDIZE = ("fixed", "per_split")
 
 
@@ -127,6 +129,13 @@ def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - h) // 2, (size - w) // 2
     pad = [(0, 0), (top, size - h - top), (left, size - w - left)] + [(0, 0)] * (x.ndim - 3)
     return np.pad(x, pad, mode="constant")
+
+
+def _crop_to(x: np.ndarray, size: int) -> np.ndarray:
+    """The centred size x size window of (N,H,W[,C]) images at least that large."""
+    h, w = x.shape[1:3]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[:, top:top + size, left:left + size]
 
 
 def register_pair(name: str, source: str | dict, target: str | dict, **defaults: Any) -> None:
