@@ -96,6 +96,7 @@ def test_reproduce_runs_only_what_the_archive_lacks(tmp_path, monkeypatch):
     assert sorted(r["method"] for r in archive) == ["dann", "source_only"] and all(r["status"] == "ok" for r in archive)
     text = table.read_text()
     assert "| mnist_5k->uci_digits | dann |" in text and "a made-up reference" in text and "made by: `dacl reproduce tiny`" in text
+    assert "## Against source-only" in text and "- mnist_5k->uci_digits, dann: " in text
 
     # a later chunk continues: with one record gone, only that run is trained again
     (studies / "tables" / "tiny.runs.jsonl").write_text(json.dumps(archive[0]) + "\n")
@@ -114,6 +115,31 @@ def test_reproduce_runs_only_what_the_archive_lacks(tmp_path, monkeypatch):
     text = table.read_text()
     assert "2 of 2 runs of the grid have no record yet" in text and "2 archived runs are not shown" in text
     assert "| dann |" not in text
+
+
+def test_collect_only_without_any_record_writes_no_table(tmp_path, monkeypatch):
+    studies = tmp_path / "studies"
+    _tiny_study(studies)
+    monkeypatch.setattr(spec, "STUDY_DIR", studies)
+    said: list[str] = []
+    reproduce("tiny", Options(runs=tmp_path / "runs", collect_only=True, echo=said.append))
+    assert not (studies / "tables").exists() and "no run records yet, no table written" in said[-1]
+
+
+def test_each_adapted_row_is_set_against_its_own_source_only_row_and_a_small_gain_is_marked():
+    from dacl.studies.tables import against_source_only
+
+    def row(method: str, mean: float, selection: str = "source_val", n: int = 3) -> dict:
+        return {"benchmark": "b", "task": "m->u", "method": method, "selection": selection, "mean": mean, "n_seeds": n}
+
+    rows = [row("source_only", 76.8), row("dann", 91.9), row("coral", 77.6, n=2), row("source_only [paper]", 52.0),
+            row("dann [paper]", 54.5), row("dann", 10.0, selection="last"), row("mmd", float("nan"))]
+    text = against_source_only(rows, "source_val")
+    assert "- m->u, dann: +15.10 over source_only (91.90 vs 76.80)\n" in text
+    assert "- m->u, coral: +0.80 over source_only (77.60 vs 76.80; 2 vs 3 seeds) — under +2, see the notes" in text
+    assert "- m->u, dann [paper]: +2.50 over source_only [paper] (54.50 vs 52.00)\n" in text
+    assert "mmd" not in text and "10.00" not in text and "source_only:" not in text
+    assert against_source_only([row("dann", 90.0)], "source_val") == ""
 
 
 def test_side_by_side_workers_start_every_seeds_shared_run_then_finish_seed_by_seed():

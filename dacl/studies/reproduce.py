@@ -210,6 +210,10 @@ def reproduce(name: str, opts: Options) -> Path:
         opts.echo(f"{name}: {len(grid.missing)} of {len(grid.points)} runs to go ({opts.jobs} at a time)")
         run_missing(study, grid.missing, work_archive, opts)
         grid = plan(study.command, _grid(study, opts), read_archive(work_archive))
+    elif not grid.stale and not any(p.record is not None or p.failed for p in grid.points):
+        opts.echo(f"{name}: no run records yet, no table written; `dacl reproduce {name}` runs its "
+                  f"{len(grid.points)} runs")
+        return out.with_suffix(".md")
     elif opts.out is not None and not opts.quick:  # a rebuilt table carries its records beside it
         write_archive(out.with_suffix(".runs.jsonl"), read_archive(archive))
     headline = collect(study, grid, out, command)
