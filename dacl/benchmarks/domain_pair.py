@@ -75,8 +75,8 @@ def load_domain_pair(source: str | dict, target: str | dict, image_size: int, ch
 
     ``fit``: how an image of another size reaches ``image_size``: ``resize`` (bilinear), ``pad`` (zeros around it,
     centred; DeepJDOT's data code pads USPS 16 -> 28) or ``crop`` (the centre of a larger image, a smaller one padded:
-    the pixel scale is kept, as PyTorch DANN ports crop the 32 px MNIST-M to 28). ``standardize``: ``fixed`` applies the config's mean/std;
-    ``per_split`` then standardises each array by its own scalar mean and std (DeepJDOT's zero_mean_unitvarince:
+    the pixel scale is kept, as PyTorch DANN ports crop the 32 px MNIST-M to 28). ``standardize``: ``fixed`` applies
+    the config's mean/std; ``per_split`` then standardises each array by its own scalar mean and std (DeepJDOT's zero_mean_unitvarince:
     source train, source test, target train and target test each by their own statistics; the held-out source split
     shares the source training set's)."""
     if fit not in FITS or standardize not in STANDARDIZE:

@@ -108,8 +108,8 @@ def lwf_reference(study: Study, ok: list[dict[str, Any]], failed: list[dict[str,
     from dacl.studies.tables import measure_command
 
     lines = [f"# {study.title}", "", "Average test accuracy (%) over all tasks after the last one, the diagonal of "
-             "the accuracy matrix (each task right after learning it), the first task's accuracy after the last task, and the previous model's mean top probability "
-             "on each new task's first batch (T = 1), of a plain-PyTorch LwF written from the authors' training step "
+             "the accuracy matrix (each task right after learning it), the first task's accuracy after the last "
+             "task, and the previous model's mean top probability on each new task's first batch (T = 1), of a plain-PyTorch LwF written from the authors' training step "
              "(dacl/analysis/lwf_reference.py), sharing no training code with dacl's `lwf` strategy.", "",
              "| inputs | loss | tasks | steps per task | average accuracy | diagonal | first task at the end | "
              "teacher top probability |",
@@ -122,8 +122,9 @@ def lwf_reference(study: Study, ok: list[dict[str, Any]], failed: list[dict[str,
         conf = " / ".join(f"{v[0]:.2f}" for v in m["teacher_confidence"] if v)
         lines.append(f"| {inputs} | {loss} | {c['tasks']} | {c['steps']:,} | {m['average_accuracy']:.2f} | "
                      f"{' / '.join(f'{v:.1f}' for v in m['diagonal'])} | {m['accuracy_matrix'][-1][0]:.2f} | {conf} |")
+        method = f"{'lwf' if c.get('distill', True) else 'no distillation'} (reference loop)"
         rows.append({"benchmark": f"permuted_mnist ({inputs})", "task": f"domain-IL, {c['tasks']} tasks",
-                     "method": f"{'lwf' if c.get('distill', True) else 'no distillation'} (reference loop)", "selection": "last", "metric": "average_accuracy",
+                     "method": method, "selection": "last", "metric": "average_accuracy",
                      "mean": m["average_accuracy"], "std": None, "n_seeds": 1, "paper_value": None,
                      "command": measure_command([r]), "n_failed": 0})
     lines += ["", "## Commands", ""] + [f"- {r['benchmark']}, {r['task']}, {r['method']}: `{r['command']}`"
