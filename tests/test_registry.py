@@ -58,6 +58,26 @@ def test_method_config_files_match_python_defaults():
         assert set(search) <= set(cls.defaults), f"{path.name}: search names unknown keys {set(search) - set(cls.defaults)}"
 
 
+# Methods without an authors' release to cite: the supervised baseline, and geomloss's divergence used as a loss.
+_NO_RELEASE = {"source_only", "sinkhorn"}
+
+
+def test_method_config_cites_the_released_recipe_it_follows():
+    """A DA/TTA method's defaults are traceable: its config's header names a repository file at a commit."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    cited = re.compile(r"[\w.-]+/[\w.-]+ .*?\b(at|commit) [0-9a-f]{7,40}\b", re.S)
+    for path in (Path(__file__).resolve().parents[1] / "configs" / "method").glob("*.yaml"):
+        module = METHODS.get(yaml.safe_load(path.read_text())["name"]).__module__
+        if not module.startswith(("dacl.methods.da.", "dacl.methods.tta.")) or path.stem in _NO_RELEASE:
+            continue
+        header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+        assert cited.search(header), f"{path.name}: header cites no repository file at a commit"
+
+
 def test_unknown_hyperparameter_is_rejected():
     from dacl.errors import ConfigError
 
