@@ -23,7 +23,10 @@ def to_tensor_images(x: np.ndarray, image_size: int, channels: int, mean: Sequen
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     out = torch.empty((len(x), channels, image_size, image_size), dtype=torch.float32, device=device)
     for start in range(0, len(x), chunk):
-        t = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk]))
+        part = x[start:start + chunk]
+        if not (part.flags.writeable and part.flags.c_contiguous):
+            part = np.array(part, order="C")  # a read-only memmap: torch only shares writable memory
+        t = torch.from_numpy(part)
         t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
         t = t.float().div_(255.0)
         if t.shape[1] != channels:

@@ -132,6 +132,7 @@ def finetune_vision(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
         cells[(r["task"], _label(r), _backbone(r), _labels(r))].append(r)
     rows: list[dict[str, Any]] = []
     value: dict[tuple[str, str, str, int | None, str], tuple[float, float | None, int]] = {}
+    cell_costs = {key: costs(runs) for key, runs in cells.items()}  # parameter counts and timings, once per cell
     for (task, label, backbone, n), runs in cells.items():
         command = sweep_command([r.get("command") for r in runs], [r["seed"] for r in runs])
         for selection in ("last", "source_val"):
@@ -140,7 +141,8 @@ def finetune_vision(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
             rows.append({"benchmark": runs[0]["benchmark"], "task": task, "method": f"{label} [{backbone}]",
                          "selection": selection, "metric": "target_acc", "mean": mean, "std": std,
                          "n_seeds": len(runs), "paper_value": None, "command": command, "n_failed": 0,
-                         "n_labels": n if n is not None else runs[0]["data_sizes"]["source_train"], **costs(runs)})
+                         "n_labels": n if n is not None else runs[0]["data_sizes"]["source_train"],
+                         **cell_costs[(task, label, backbone, n)]})
     lines = [f"# {study.title}", "", "Target test accuracy (%), mean ± std over seeds (one seed: its value alone), "
              "training on every labelled target example. `last` = final step; `source_val` = the step with the best "
              "accuracy on the labelled 10% validation split of the target's training set (the run's own training "
@@ -151,7 +153,7 @@ def finetune_vision(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
         if n is not None:
             continue
         last, val = value[(task, label, backbone, n, "last")], value[(task, label, backbone, n, "source_val")]
-        cost = costs(runs)
+        cost = cell_costs[(task, label, backbone, n)]
         lines.append(f"| {task} | {label} [{backbone}] | {format_mean_std(*last[:2])} | {format_mean_std(*val[:2])} | "
                      f"{_fmt(cost['trainable_params'])} | {_pct(cost['trainable_percent'])} | "
                      f"{cost['time_per_step_ms']:.1f} | {cost['peak_memory_mb'] or 0:.0f} | {len(runs)} |")
@@ -161,7 +163,7 @@ def finetune_vision(study: Study, ok: list[dict[str, Any]], failed: list[dict[st
         if n is not None or label in ("scratch", "full_finetune") or reference is None:
             continue
         gap = value[(task, label, backbone, n, "source_val")][0] - reference[0]
-        pct = costs(runs)["trainable_percent"]
+        pct = cell_costs[(task, label, backbone, n)]["trainable_percent"]
         misses = peft_shape_misses({"accuracy": gap}, pct)
         shape.append(f"- {task} {label} [{backbone}]: {gap:+.2f} points against full fine-tuning's "
                      f"{format_mean_std(*reference[:2])}, {_pct(pct)}% trained: "
