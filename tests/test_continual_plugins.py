@@ -96,7 +96,7 @@ def test_lwf_2019_loss_is_the_class_average_of_the_summed_form():
     torch.manual_seed(0)
     student, teacher = torch.randn(16, 10, requires_grad=True), torch.randn(16, 10)
     summed, averaged = distillation_loss(student, teacher, 2.0), distillation_loss(student, teacher, 2.0, class_mean=True)
-    assert float(averaged) == pytest.approx(float(summed) / 10, rel=1e-6)
+    assert averaged.item() == pytest.approx(summed.item() / 10, rel=1e-6)
     g_sum, = torch.autograd.grad(summed, student)
     g_mean, = torch.autograd.grad(averaged, student)
     assert torch.allclose(g_mean * 10, g_sum, atol=1e-6)

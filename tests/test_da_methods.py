@@ -363,7 +363,7 @@ def test_tf_dann_initialisation_sets_every_layer():
                              padding=2, weight_init="truncated_normal")
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert len(layers) == 5 and all(torch.all(m.bias == 0.1) for m in layers)
-    assert all(float(m.weight.abs().max()) <= 0.2 and 0.07 < float(m.weight.std()) < 0.1 for m in layers)
+    assert all(m.weight.abs().max().item() <= 0.2 and 0.07 < m.weight.std().item() < 0.1 for m in layers)
     default = build_classifier("dann_digits", 10, 3, 28, bottleneck_dim=100, padding=2)
     assert float(default.bottleneck[0].weight.std()) < 0.02  # PyTorch's default: ~8x smaller on the 2352-wide layer
     with pytest.raises(ConfigError, match="weight_init"):
