@@ -238,6 +238,7 @@ def _closed_form_results(plain: dict[str, Any], data: FeaturePair, method: Metho
             "method": plain["method"]["name"], "variant": plain.get("variant"), "hparams_seed": 0,
             "method_hparams": method.hparams, "seed": int(plain["seed"]), "command": command, "config": plain,
             **provenance, "hardware": hardware(device), "versions": versions(), "data_sizes": data.sizes(), "steps": 0,
+            **({"data_provenance": data.provenance} if getattr(data, "provenance", None) else {}),
             "wall_seconds": round(time.time() - started, 2), "fit_seconds": round(time.time() - t0, 2),
             "selection_protocols": "'fixed': the closed-form fit (nothing to select from); target labels only score",
             "metrics": {"target_test_acc": {"fixed": scores[method.hparams["classifiers"][0]]}, "classifier_acc": scores}}
@@ -273,6 +274,7 @@ def _results(plain: dict[str, Any], data: DomainPair, method: Method, trainer: T
         "hardware": {**hardware(device), "processes": trainer.dist.world_size},
         "versions": versions(),
         "data_sizes": data.sizes(),
+        **({"data_provenance": data.provenance} if data.provenance else {}),
         "steps": fit.steps,
         "resumed_from": trainer.resumed_from,
         "wall_seconds": round(wall, 2),

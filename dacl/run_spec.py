@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 # Keys that can never change a result, per command (`dacl run`, `dacl continual`).
 RUNTIME_KEYS: dict[str, frozenset[str]] = {
-    "run": frozenset({"data_root", "download", "tag", "benchmark.workers", "trainer.threads", "trainer.progress", "trainer.resume",
+    "run": frozenset({"data_root", "download", "tag", "benchmark.workers", "benchmark.path", "benchmark.cache_dir", "trainer.threads", "trainer.progress", "trainer.resume",
                       "trainer.device", "trainer.tensorboard", "trainer.log_every", "trainer.ckpt_every",
                       "trainer.save_model", "tta.source_runs", "pretrain.runs"}),
     "continual": frozenset({"data_root", "download", "tag", "trainer.device", "trainer.threads", "trainer.resume",

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_gpu_check_runs_end_to_end_on_cpu():
     env = {**os.environ, "PY": sys.executable}
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--device", "cpu", "--steps", "4", "--recipe-steps", "1",
-                           "--per-class", "1"], cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+                           "--per-class", "2"], cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| NO |" not in proc.stdout, proc.stdout
     assert "committed CPU figure" in proc.stdout and "cpu.csv" in proc.stdout, proc.stdout

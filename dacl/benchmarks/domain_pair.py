@@ -5,7 +5,7 @@ are kept for reporting and for the explicitly named oracle, never for selection.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Sequence
 
@@ -43,6 +43,7 @@ class DomainPair:
     target_train_x: Tensor
     target_test: tuple[Tensor, Tensor]
     target_domains: tuple[TargetDomain, ...] = ()  # empty: the target test set is one domain
+    provenance: dict[str, Any] = field(default_factory=dict)  # what the data came from (feature cache entries), recorded
 
     def sizes(self) -> dict[str, int]:
         return {"source_train": len(self.source_train[1]), "source_val": len(self.source_val[1]),

@@ -27,17 +27,8 @@ def _labels(y: np.ndarray, device: torch.device | str) -> torch.Tensor:
 
 
 def load_image_list_pair(dataset: str, source: str, target: str, data_root: str | None = None, download: bool = False,
-                         image_size: int = 224, resize: int = 256, train_crop: str = "random_resized",
-                         storage: str = "auto", memory_budget_mb: int = 2048,
-                         workers: int = 2, val_fraction: float = 0.1, split_seed: int = 0,
-                         max_source_train: int | None = None, max_target_train: int | None = None,
-                         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                         device: torch.device | str = "cpu") -> DomainPair:
+                         **options: Any) -> DomainPair:
     """One source -> target task of an image-list benchmark (domains as the layout names them)."""
-    if storage not in STORAGES:
-        raise ConfigError(f"benchmark.storage must be one of {', '.join(STORAGES)}, got '{storage}'")
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"benchmark.val_fraction must be in (0, 1), got {val_fraction}")
     lay = layout(dataset)
     root = dataset_root(lay, data_root, download)
     lists: dict[str, tuple[list[str], np.ndarray]] = {}  # transductive layouts name one file for train and test
@@ -48,24 +39,45 @@ def load_image_list_pair(dataset: str, source: str, target: str, data_root: str 
             lists[name] = read_image_list(root, name, lay.num_classes)
         return lists[name]
 
-    src_files, src_y = read(source, "train")
+    return image_files_pair(f"{dataset}_{source}_{target}", f"{source}->{target}", lay.num_classes,
+                            read(source, "train"), read(source, "test"), read(target, "train")[0],
+                            read(target, "test"), **options)
+
+
+Files = tuple[list[str], np.ndarray]
+
+
+def image_files_pair(name: str, task: str, num_classes: int, source: Files, source_test: Files, target_files: list[str],
+                     target_test: Files, image_size: int = 224, resize: int = 256, train_crop: str = "random_resized",
+                     interpolation: str = "bilinear", storage: str = "auto", memory_budget_mb: int = 2048,
+                     workers: int = 2, val_fraction: float = 0.1, split_seed: int = 0,
+                     max_source_train: int | None = None, max_target_train: int | None = None,
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                     device: torch.device | str = "cpu") -> DomainPair:
+    """A DomainPair over image files: the source split into train and a held-out validation part (``split_seed``),
+    images in memory or streamed (``storage``), train pipeline on streamed training images, test pipeline elsewhere."""
+    if storage not in STORAGES:
+        raise ConfigError(f"benchmark.storage must be one of {', '.join(STORAGES)}, got '{storage}'")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"benchmark.val_fraction must be in (0, 1), got {val_fraction}")
+    src_files, src_y = source
     rng = np.random.default_rng(split_seed)
     perm = rng.permutation(len(src_files))
     n_val = int(round(val_fraction * len(perm)))
     val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     if max_source_train is not None and max_source_train < len(tr_idx):
         tr_idx = np.sort(rng.permutation(tr_idx)[:max_source_train])
-    src_test_files, src_test_y = read(source, "test")
-    tgt_files, _ = read(target, "train")
-    tgt_keep = np.arange(len(tgt_files))
+    src_test_files, src_test_y = source_test
+    tgt_keep = np.arange(len(target_files))
     if max_target_train is not None and max_target_train < len(tgt_keep):
         tgt_keep = np.sort(rng.permutation(tgt_keep)[:max_target_train])
-    tgt_test_files, tgt_test_y = read(target, "test")
+    tgt_test_files, tgt_test_y = target_test
 
-    total = len(src_files) + len(src_test_files) + len(tgt_files) + len(tgt_test_files)
+    total = len(src_files) + len(src_test_files) + len(target_files) + len(tgt_test_files)
     decoded_mb = total * 3 * image_size * image_size * 4 / 2**20
     streamed = storage == "stream" or (storage == "auto" and decoded_mb > memory_budget_mb)
-    train_tf, test_tf = standard_transform(True, image_size, resize, train_crop), standard_transform(False, image_size, resize)
+    train_tf = standard_transform(True, image_size, resize, train_crop, interpolation)
+    test_tf = standard_transform(False, image_size, resize, interpolation=interpolation)
 
     def images(files: list[str], rows: np.ndarray | None, train: bool) -> Any:
         picked = [files[i] for i in rows] if rows is not None else files
@@ -75,11 +87,11 @@ def load_image_list_pair(dataset: str, source: str, target: str, data_root: str 
         return torch.cat(list(view.batches(256))) if len(view) else torch.empty((0, 3, image_size, image_size), device=device)
 
     return DomainPair(
-        name=f"{dataset}_{source}_{target}", task=f"{source}->{target}", num_classes=lay.num_classes, in_channels=3, image_size=image_size,
+        name=name, task=task, num_classes=num_classes, in_channels=3, image_size=image_size,
         source_train=(images(src_files, tr_idx, True), _labels(src_y[tr_idx], device)),
         source_val=(images(src_files, val_idx, False), _labels(src_y[val_idx], device)),
         source_test=(images(src_test_files, None, False), _labels(src_test_y, device)),
-        target_train_x=images(tgt_files, tgt_keep, True),
+        target_train_x=images(target_files, tgt_keep, True),
         target_test=(images(tgt_test_files, None, False), _labels(tgt_test_y, device)),
     )
 

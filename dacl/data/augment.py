@@ -2,7 +2,8 @@
 
 ``weak`` is FixMatch's flip-free translation; ``strong`` adds rotation, shear, scale, contrast and
 brightness jitter and a cutout square, i.e. a RandAugment-like distortion that keeps the label.
-Inputs are normalised images (N, C, H, W); every random draw comes from the given generator or torch's.
+Inputs are normalised images (N, C, H, W), or feature vectors (N, D), whose views are feature dropout; every random
+draw comes from the given generator or torch's.
 """
 from __future__ import annotations
 
@@ -56,11 +57,20 @@ def cutout(x: Tensor, size: float = 0.5) -> Tensor:
     return torch.where(box.unsqueeze(1), x.mean(dim=(1, 2, 3), keepdim=True), x)
 
 
+# Feature vectors (cached features of a frozen backbone, (N, D)) have no pixels to move: their weak and strong views
+# are feature dropout (inverted, so the expected vector is unchanged) at these rates.
+FEATURE_DROPOUT = {"weak": 0.1, "strong": 0.5}
+
+
 def weak(x: Tensor) -> Tensor:
+    if x.ndim == 2:
+        return F.dropout(x, FEATURE_DROPOUT["weak"], training=True)
     return random_affine(x, translate=0.125)
 
 
 def strong(x: Tensor) -> Tensor:
+    if x.ndim == 2:
+        return F.dropout(x, FEATURE_DROPOUT["strong"], training=True)
     x = random_affine(x, translate=0.125, degrees=25.0, shear=0.25, scale=(0.85, 1.15))
     return cutout(color_jitter(x), size=0.4)
 

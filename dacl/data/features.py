@@ -1,7 +1,8 @@
 """Precomputed-feature domains (e.g. Office-Caltech-10 SURF): ``x_<domain>`` (n, d) + ``y_<domain>`` arrays."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ class FeaturePair:
     ys: np.ndarray
     xt: np.ndarray
     yt: np.ndarray
+    provenance: dict[str, Any] = field(default_factory=dict)  # what the features came from (cache entries), recorded
 
     def sizes(self) -> dict[str, int]:
         return {"source_train": len(self.ys), "target_train": len(self.xt), "target_test": len(self.yt),

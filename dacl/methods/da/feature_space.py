@@ -44,6 +44,21 @@ def coral(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, eps: float = 1.0) -> A
     return np.real(xs @ whiten @ recolor), xt
 
 
+@FEATURE_ADAPTERS.register("sa")
+def subspace_alignment(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, dim: int = 80) -> Arrays:
+    """Subspace alignment (Fernando et al. 2013, ICCV): project each domain on its top-``dim`` PCA basis and map the
+    source basis onto the target's, M = Ps^T Pt; source -> xs Ps M, target -> xt Pt. ``dim`` is capped by the
+    smaller domain's rank."""
+    dim = int(min(dim, xs.shape[1], len(xs) - 1, len(xt) - 1))
+
+    def basis(x: np.ndarray) -> np.ndarray:
+        _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+        return vt[:dim].T  # (d, dim)
+
+    ps, pt = basis(xs), basis(xt)
+    return (xs - xs.mean(0)) @ ps @ (ps.T @ pt), (xt - xt.mean(0)) @ pt
+
+
 def _ot_da() -> Any:
     import ot.da
 
