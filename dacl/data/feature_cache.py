@@ -134,6 +134,7 @@ def save_entry(path: Path, identity: dict[str, Any], tensors: dict[str, Tensor])
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # a shared cache: readable by every user, as any data file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
