@@ -164,3 +164,31 @@ def test_real_tar_lists_every_published_image(shared_data):
                             workers=0)
     x = pair.source_train[0][torch.arange(2)]
     assert x.shape == (2, 3, 224, 224) and torch.isfinite(x).all()
+
+
+def test_lite0_fine_tuning_trains_the_trunk_at_a_tenth_of_the_lr_and_frozen_trains_none_of_it(tree, tmp_path):
+    """The fine-tuning recipe on a synthetic tree: the ImageNet trunk moves; model.frozen=true keeps it (and its
+    BatchNorm statistics) exactly as loaded while the bottleneck and head train."""
+    from conftest import compose_config
+    from dacl.engine.trainer import Trainer, TrainerConfig, seed_everything
+    from dacl.experiment import build_benchmark, build_method
+    from omegaconf import OmegaConf
+
+    trunks = {}
+    for frozen in (False, True):
+        cfg = OmegaConf.to_container(compose_config(
+            "+experiment=office_caltech_lite0_finetune", "method=dann", f"benchmark.path={tree}", "benchmark.workers=0",
+            "benchmark.image_size=32", "benchmark.resize=36", "benchmark.val_fraction=0.34", "trainer.max_steps=2",
+            "trainer.eval_every=2", "trainer.batch_size=4", "trainer.save_model=false", "trainer.progress=false",
+            "trainer.device=cpu", f"model.frozen={str(frozen).lower()}"), resolve=True)
+        data = build_benchmark(cfg, torch.device("cpu"))
+        seed_everything(0)
+        method = build_method(cfg, data)
+        before = {k: v.clone() for k, v in method.model.backbone.state_dict().items()}
+        head = method.model.head.weight.detach().clone()
+        Trainer(method, data, TrainerConfig.from_dict(cfg["trainer"]), tmp_path / f"ft{frozen}").fit()
+        after = method.model.backbone.state_dict()
+        trunks[frozen] = any(not torch.equal(before[k], after[k]) for k in before)
+        assert not torch.equal(head, method.model.head.weight), "the head must train in both cases"
+    assert trunks[False], "fine-tuning must move the ImageNet trunk"
+    assert not trunks[True], "a frozen trunk must keep its weights and BatchNorm statistics"

@@ -11,17 +11,19 @@ from dacl.experiment import build_benchmark, build_method
 from dacl.studies.measure import measurement
 
 DEFAULTS = {"method": "source_only", "benchmark": "mnist_usps", "model": "lenet", "bottleneck_dim": 256,
-            "batch_size": 128, "steps": 100, "warmup": 10, "device": "auto", "amp": "auto"}
+            "batch_size": 128, "steps": 100, "warmup": 10, "device": "auto", "amp": "auto",
+            "benchmark_options": {}, "model_options": {}}
 
 
 @measurement("train_throughput", DEFAULTS, lambda m: f"{m['images_per_second']:.0f} img/s, {m['ms_per_step']:.1f} ms/step")
 def train_throughput(c: dict[str, Any]) -> dict[str, Any]:
     """Images per second and milliseconds per step of ``steps`` training steps after ``warmup`` (not timed)."""
     device = resolve_device(str(c["device"]))
-    data = build_benchmark({"benchmark": {"name": c["benchmark"]}, "data_root": c["data_root"]}, device)
+    data = build_benchmark({"benchmark": {"name": c["benchmark"], **(c["benchmark_options"] or {})},
+                            "data_root": c["data_root"]}, device)
     seed_everything(int(c["seed"]))
-    method = build_method({"method": {"name": c["method"]}, "model": {"backbone": c["model"],
-                                                                      "bottleneck_dim": c["bottleneck_dim"]}}, data)
+    method = build_method({"method": {"name": c["method"]}, "model": {"backbone": c["model"], "bottleneck_dim": c["bottleneck_dim"],
+                                                                      **(c["model_options"] or {})}}, data)
     method = method.to(device)
     steps, warmup = int(c["steps"]), int(c["warmup"])
     tcfg = TrainerConfig(max_steps=warmup + steps, batch_size=int(c["batch_size"]), eval_every=10**9, log_every=10**9,
@@ -32,5 +34,9 @@ def train_throughput(c: dict[str, Any]) -> dict[str, Any]:
         before = trainer.train_seconds
         trainer.fit()
         seconds = trainer.train_seconds - before
+    from dacl.experiment import count_params, peak_memory_mb
+
     return {"images_per_step": trainer.images_per_step, "ms_per_step": 1000 * seconds / steps,
-            "images_per_second": trainer.images_per_step * steps / seconds, "device": device.type, "task": data.task}
+            "images_per_second": trainer.images_per_step * steps / seconds, "device": device.type, "task": data.task,
+            "trainable_params": count_params(method.model)["trainable"],
+            "peak_rss_mb": peak_memory_mb(device)["host_peak_rss"]}

@@ -260,7 +260,9 @@ class TimmBackbone(nn.Module):
     ``weights_sha256`` names the weights loaded, for run records and feature caches."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 224, name: str = "resnet50", pretrained: bool = False,
-                 weights: str | None = None, drop_rate: float = 0.0) -> None:
+                 weights: str | None = None, drop_rate: float = 0.0, frozen: bool = False) -> None:
+        """``frozen``: the trunk neither trains nor updates its BatchNorm statistics (eval mode whatever the
+        model's mode): the network a frozen-feature cache replaces, forwarded every step."""
         super().__init__()
         import timm
 
@@ -294,6 +296,16 @@ class TimmBackbone(nn.Module):
                 raise ConfigError(f"weights file '{weights}' lacks {len(missing)} of {name}'s tensors (e.g. {missing[0]}); "
                                   f"is it a {name} checkpoint?")
         self.out_features = int(self.net.num_features)
+        self.frozen = frozen
+        if frozen:
+            self.net.requires_grad_(False)
+            self.net.eval()
+
+    def train(self, mode: bool = True) -> "TimmBackbone":
+        super().train(mode)
+        if self.frozen:
+            self.net.eval()
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
