@@ -459,3 +459,17 @@ runtime: [threads=1]
     text = table.read_text()
     assert "| 28 x 28, task 0 not permuted | LwF | 3 | 200 |" in text and f"{m['average_accuracy']:.2f}" in text
     assert "| cross-entropy only (control) | 3 | 200 |" in text
+
+
+def test_gains_are_averaged_over_the_tasks_each_method_has_run():
+    from dacl.studies.tables import against_source_only
+
+    def row(task, method, mean):
+        return {"benchmark": "b", "task": task, "method": method, "selection": "source_val", "mean": mean, "n_seeds": 1}
+
+    rows = [row("a->b", "source_only", 80.0), row("a->b", "dann", 86.0), row("b->a", "source_only", 90.0),
+            row("b->a", "dann", 91.0), row("c->a", "source_only", 50.0), row("a->b", "mmd", 81.0)]
+    text = against_source_only(rows, "source_val")
+    assert "- dann: 88.50 vs source-only 85.00, +3.50 over 2 of 3 tasks" in text
+    assert "- mmd: 81.00 vs source-only 80.00, +1.00 over 1 of 3 tasks — under +2" in text
+    assert "Averaged" not in against_source_only(rows[:2], "source_val")
