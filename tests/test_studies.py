@@ -473,3 +473,15 @@ def test_gains_are_averaged_over_the_tasks_each_method_has_run():
     assert "- dann: 88.50 vs source-only 85.00, +3.50 over 2 of 3 tasks" in text
     assert "- mmd: 81.00 vs source-only 80.00, +1.00 over 1 of 3 tasks — under +2" in text
     assert "Averaged" not in against_source_only(rows[:2], "source_val")
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "null", '"text"', '{"status": "ok"}', '{"metrics": {}}',
+                                  '{"status": "ok", "metrics": [1]}', '{"status": "ok", "metrics": {"a": 1'])
+def test_an_archive_line_that_is_not_a_run_record_is_one_error_naming_the_line(tmp_path, line):
+    from dacl.errors import ConfigError
+    from dacl.studies.store import read_archive
+
+    path = tmp_path / "x.runs.jsonl"
+    path.write_text('{"status": "ok", "metrics": {"target_test_acc": {"last": 0.5}}}\n' + line + "\n")
+    with pytest.raises(ConfigError, match=r"x\.runs\.jsonl:2 is not a run record"):
+        read_archive(path)

@@ -32,10 +32,25 @@ def read_archive(path: Path) -> list[dict[str, Any]]:
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}:{n} is not a run record ({exc}); restore the file from git") from None
+            problem = record_problem(record)
+            if problem:
+                raise ConfigError(f"{path}:{n} is not a run record ({problem}); restore the file from git")
+            records.append(record)
     return records
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed archive line is not a run record (valid JSON is not enough), or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if not isinstance(record.get("status"), str):
+        return "no 'status'"
+    if record["status"] == "ok" and not isinstance(record.get("metrics"), dict):
+        return "a finished run without 'metrics'"
+    return None
 
 
 def write_archive(path: Path, records: list[dict[str, Any]]) -> None:
