@@ -192,3 +192,18 @@ def test_lite0_fine_tuning_trains_the_trunk_at_a_tenth_of_the_lr_and_frozen_trai
         assert not torch.equal(head, method.model.head.weight), "the head must train in both cases"
     assert trunks[False], "fine-tuning must move the ImageNet trunk"
     assert not trunks[True], "a frozen trunk must keep its weights and BatchNorm statistics"
+
+
+def test_budgeted_in_domain_splits_on_images_and_on_features(tree, tmp_path):
+    from dacl.errors import ConfigError
+
+    imgs = BENCHMARKS.build("office_caltech_images", source="amazon", target="amazon", path=str(tree), budget=1,
+                            budget_seed=0, image_size=32, resize=36, storage="memory", workers=0)
+    assert imgs.source_train[1].tolist() == [0, 1, 2] and len(imgs.target_test[1]) == 3
+    assert torch.equal(imgs.source_val[0], imgs.source_train[0])
+    feats = BENCHMARKS.build("office_caltech_features", source="amazon", target="amazon", path=str(tree), budget=1,
+                             budget_seed=0, cache_dir=str(tmp_path / "c"), workers=0)
+    assert feats.source_train[1].tolist() == [0, 1, 2] and feats.provenance["budget"]["test"] == 3
+    assert feats.target_test[1].tolist() == imgs.target_test[1].tolist()
+    with pytest.raises(ConfigError, match="benchmark.target=amazon"):
+        BENCHMARKS.build("office_caltech_images", source="amazon", target="webcam", path=str(tree), budget=1)

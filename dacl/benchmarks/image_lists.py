@@ -53,9 +53,11 @@ def image_files_pair(name: str, task: str, num_classes: int, source: Files, sour
                      workers: int = 2, val_fraction: float = 0.1, split_seed: int = 0,
                      max_source_train: int | None = None, max_target_train: int | None = None,
                      mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                     device: torch.device | str = "cpu") -> DomainPair:
+                     device: torch.device | str = "cpu", hold_out_val: bool = True) -> DomainPair:
     """A DomainPair over image files: the source split into train and a held-out validation part (``split_seed``),
-    images in memory or streamed (``storage``), train pipeline on streamed training images, test pipeline elsewhere."""
+    images in memory or streamed (``storage``), train pipeline on streamed training images, test pipeline elsewhere.
+    ``hold_out_val=False``: every source image trains and the validation set is the training images themselves (a
+    labelled budget too small to split)."""
     if storage not in STORAGES:
         raise ConfigError(f"benchmark.storage must be one of {', '.join(STORAGES)}, got '{storage}'")
     if not 0.0 < val_fraction < 1.0:
@@ -63,10 +65,12 @@ def image_files_pair(name: str, task: str, num_classes: int, source: Files, sour
     src_files, src_y = source
     rng = np.random.default_rng(split_seed)
     perm = rng.permutation(len(src_files))
-    n_val = int(round(val_fraction * len(perm)))
+    n_val = int(round(val_fraction * len(perm))) if hold_out_val else 0
     val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     if max_source_train is not None and max_source_train < len(tr_idx):
         tr_idx = np.sort(rng.permutation(tr_idx)[:max_source_train])
+    if not hold_out_val:
+        val_idx = tr_idx
     src_test_files, src_test_y = source_test
     tgt_keep = np.arange(len(target_files))
     if max_target_train is not None and max_target_train < len(tgt_keep):

@@ -33,12 +33,33 @@ def _domains(source: str, target: str) -> dict[str, tuple[list[str], np.ndarray]
 
 @BENCHMARKS.register("office_caltech_images")
 def office_caltech_images(source: str = "amazon", target: str = "webcam", data_root: str | None = None,
-                          download: bool = False, path: str | None = None, **options: Any) -> DomainPair:
-    """Office-Caltech-10 original JPEGs, any of the 12 ordered pairs, streamed at ``image_size`` (224 px default)."""
+                          download: bool = False, path: str | None = None, budget: int | str | None = None,
+                          budget_seed: int = 0, **options: Any) -> DomainPair:
+    """Office-Caltech-10 original JPEGs, any of the 12 ordered pairs, streamed at ``image_size`` (224 px default).
+    ``budget=k`` (source = target): k labelled images per class train, a fixed 30% of the domain tests (dacl.data.budget)."""
     _domains(source, target)
     files = office_caltech_files((source, target) if source != target else (source,), data_root, path)
     src, tgt = files[source], files[target]
+    if budget is not None:
+        split = _budget(source, target, src[1], budget, budget_seed)
+        pick = lambda rows: ([src[0][i] for i in rows], src[1][rows])  # noqa: E731
+        train, test = pick(split.train), pick(split.test)
+        pair = image_files_pair("office_caltech_images", f"{source} (budget {budget})", 10, train, train, test[0], test,
+                                hold_out_val=False, **options)
+        pair.provenance = {"budget": {"per_class": budget, "seed": budget_seed, "train": len(split.train),
+                                      "test": len(split.test), "capped_classes": list(split.capped)}}
+        return pair
     return image_files_pair("office_caltech_images", f"{source}->{target}", 10, src, src, tgt[0], tgt, **options)
+
+
+def _budget(source: str, target: str, labels: np.ndarray, budget: int | str, seed: int) -> Any:
+    from dacl.data.budget import budget_split
+
+    if source != target:
+        raise ConfigError(f"benchmark.budget labels part of one domain: set benchmark.target={source} (got {target})")
+    if budget != "all" and not (isinstance(budget, int) and budget >= 1):
+        raise ConfigError(f"benchmark.budget must be a number of labelled images per class (>= 1) or 'all', got {budget!r}")
+    return budget_split(labels, None if budget == "all" else int(budget), seed)
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:
@@ -52,13 +73,15 @@ def office_caltech_features(source: str = "amazon", target: str = "webcam", data
                             interpolation: str = "model", mean: Sequence[float] | str = "model",
                             std: Sequence[float] | str = "model", views: int = 0, view_seed: int = 0,
                             val_fraction: float = 0.1, split_seed: int = 0, cache_dir: str | None = None,
-                            workers: int = 2, device: torch.device | str = "cpu") -> Any:
+                            workers: int = 2, budget: int | str | None = None, budget_seed: int = 0,
+                            device: torch.device | str = "cpu") -> Any:
     """Office-Caltech-10 through a frozen timm backbone (ImageNet weights), each domain's features cached once.
 
     ``kind=network``: a DomainPair of feature vectors (``model=features`` trains a bottleneck + head on them; every DA
     method runs unchanged). ``kind=shallow``: a FeaturePair, each domain standardised on its own, for the closed-form
     methods (``method=feature_adapter``: none, SA, CORAL, OT-DA). ``views`` adds that many augmented (random-resized
-    crop + flip) views of every source training image as extra training rows (network kind)."""
+    crop + flip) views of every source training image as extra training rows (network kind). ``budget=k`` (source =
+    target): k labelled images per class train (and are the validation set), a fixed 30% of the domain tests."""
     from dacl.data.feature_cache import Transform, cached_features
     from dacl.data.features import FeaturePair
     from dacl.models.backbones import TimmBackbone
@@ -87,13 +110,26 @@ def office_caltech_features(source: str = "amazon", target: str = "webcam", data
         pair: Any = FeaturePair("office_caltech_features", f"{source}->{target}", _standardize(xs.double().numpy()),
                                 ys, _standardize(xt.double().numpy()), yt, provenance={"feature_cache": provenance})
         return pair
+    to = lambda t: t.to(device)  # noqa: E731
+    lab = lambda y: torch.as_tensor(y, dtype=torch.long, device=device)  # noqa: E731
+    if budget is not None:
+        split = _budget(source, target, ys, budget, budget_seed)
+        tr_idx, te_idx = split.train, split.test
+        train_x = [xs[tr_idx]] + [v[tr_idx] for v in entries[source].get("views", [])]
+        return DomainPair(
+            name="office_caltech_features", task=f"{source} (budget {budget})", num_classes=10,
+            in_channels=int(xs.shape[1]), image_size=1,
+            source_train=(to(torch.cat(train_x)), lab(np.tile(ys[tr_idx], len(train_x)))),
+            source_val=(to(xs[tr_idx]), lab(ys[tr_idx])), source_test=(to(xs[tr_idx]), lab(ys[tr_idx])),
+            target_train_x=to(xs[te_idx]), target_test=(to(xs[te_idx]), lab(ys[te_idx])),
+            provenance={"feature_cache": provenance, "budget": {"per_class": budget, "seed": budget_seed,
+                                                                "train": len(tr_idx), "test": len(te_idx),
+                                                                "capped_classes": list(split.capped)}})
     rng = np.random.default_rng(split_seed)
     perm = rng.permutation(len(ys))
     n_val = int(round(val_fraction * len(perm)))
     val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     train_x = [xs[tr_idx]] + [v[tr_idx] for v in entries[source].get("views", [])]
-    to = lambda t: t.to(device)  # noqa: E731
-    lab = lambda y: torch.as_tensor(y, dtype=torch.long, device=device)  # noqa: E731
     return DomainPair(
         name="office_caltech_features", task=f"{source}->{target}", num_classes=10, in_channels=int(xs.shape[1]),
         image_size=1,
