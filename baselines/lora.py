@@ -2,7 +2,8 @@
 
 ``target_modules: auto`` picks per backbone what the LoRA paper and peft use: a timm ViT's fused ``qkv``
 projection, a BERT's ``query``/``value``, otherwise every Linear of the backbone (the digits CNNs' and MLPs'
-fully connected layers). A Linear bottleneck between backbone and head (the digits CNNs' 256-d one) is part
+fully connected layers), and for a convolutional trunk with no Linear (EfficientNet) its pointwise 1x1 convolutions,
+which hold most of its weights (peft's LoRA for Conv2d). A Linear bottleneck between backbone and head (the digits CNNs' 256-d one) is part
 of the pre-trained features: it gets LoRA on its Linear too instead of training in full. ``merge()`` folds B A
 into the base weights for inference (peft ``merge_and_unload``): same outputs, no extra latency.
 """
@@ -22,9 +23,14 @@ def auto_target_modules(backbone: nn.Module) -> list[str]:
     if any(n.endswith(".query") for n in names) and any(n.endswith(".value") for n in names):
         return ["query", "value"]
     linears = linear_names(backbone)
-    if not linears:
-        raise ConfigError("lora: the backbone has no Linear layer to adapt; set method.target_modules explicitly")
-    return linears
+    if linears:
+        return linears
+    pointwise = [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                 and m.groups == 1]
+    if not pointwise:
+        raise ConfigError("lora: the backbone has no Linear or pointwise convolution to adapt; set "
+                          "method.target_modules explicitly")
+    return pointwise
 
 
 @METHODS.register("lora")

@@ -39,7 +39,7 @@ class PromptedBlock(nn.Module):
 def insert_deep_prompts(vit: nn.Module, num_tokens: int) -> int:
     """Wrap every block of a timm VisionTransformer; returns the number of prompt parameters added."""
     blocks = getattr(vit, "blocks", None)
-    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0 or not hasattr(vit, "embed_dim"):
         raise ConfigError("prefix: no timm ViT blocks found (supported: model=minilm, or a timm VisionTransformer)")
     patch = getattr(getattr(vit, "patch_embed", None), "patch_size", (1, 1))
     area = 3 * int(patch[0]) * int(patch[1])
