@@ -69,6 +69,9 @@ def commit_label(record: dict[str, Any], width: int = 12) -> str:
     return f"{sha} (dirty: {', '.join(paths)})" if paths else f"{sha} (dirty)"
 
 
+TASK_KEYS = ("benchmark.source", "benchmark.target")  # overrides the task column already names: never in a row label
+
+
 def config_key(command: str | None) -> tuple[str, ...]:
     """The result-changing overrides of a run's command, sorted: runs differing only in seed share a key."""
     if not command:
@@ -218,7 +221,7 @@ def aggregate(results: list[dict[str, Any]], paper_values: dict[str, dict[str, f
     def shown(bench: str, label: str, key: tuple[str, ...]) -> str:
         keys = configs_of[(bench, label)] | {k for b, lab, k in n_failed if (b, lab) == (bench, label)}
         common = set.intersection(*(set(k) for k in keys)) if keys else set()
-        extra = [o for o in key if o not in common]
+        extra = [o for o in key if o not in common and o.partition("=")[0] not in TASK_KEYS]
         return f"{label} {{{', '.join(extra)}}}" if extra else label
 
     rows = []

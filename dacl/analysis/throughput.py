@@ -7,7 +7,7 @@ import tempfile
 from typing import Any
 
 from dacl.engine.trainer import Trainer, TrainerConfig, resolve_device, seed_everything
-from dacl.experiment import build_benchmark, build_method
+from dacl.experiment import build_benchmark, build_method, count_params, peak_memory_mb
 from dacl.studies.measure import measurement
 
 DEFAULTS = {"method": "source_only", "benchmark": "mnist_usps", "model": "lenet", "bottleneck_dim": 256,
@@ -34,8 +34,6 @@ def train_throughput(c: dict[str, Any]) -> dict[str, Any]:
         before = trainer.train_seconds
         trainer.fit()
         seconds = trainer.train_seconds - before
-    from dacl.experiment import count_params, peak_memory_mb
-
     return {"images_per_step": trainer.images_per_step, "ms_per_step": 1000 * seconds / steps,
             "images_per_second": trainer.images_per_step * steps / seconds, "device": device.type, "task": data.task,
             "trainable_params": count_params(method.model)["trainable"],

@@ -23,12 +23,11 @@ from dacl.registry import BENCHMARKS
 FEATURE_KINDS = ("network", "shallow")
 
 
-def _domains(source: str, target: str) -> dict[str, tuple[list[str], np.ndarray]]:
+def _domains(source: str, target: str) -> None:
     for side, domain in (("source", source), ("target", target)):
         if domain not in OFFICE_CALTECH_DOMAINS:
             raise ConfigError(f"benchmark.{side}={domain!r} is not an Office-Caltech-10 domain; choose one of "
                               f"{', '.join(OFFICE_CALTECH_DOMAINS)}")
-    return {"source": source, "target": target}  # type: ignore[return-value]
 
 
 @BENCHMARKS.register("office_caltech_images")
@@ -112,29 +111,22 @@ def office_caltech_features(source: str = "amazon", target: str = "webcam", data
         return pair
     to = lambda t: t.to(device)  # noqa: E731
     lab = lambda y: torch.as_tensor(y, dtype=torch.long, device=device)  # noqa: E731
-    if budget is not None:
+    record: dict[str, Any] = {"feature_cache": provenance}
+    if budget is not None:  # in-domain: k labelled per class train (and validate), a fixed 30% tests
         split = _budget(source, target, ys, budget, budget_seed)
-        tr_idx, te_idx = split.train, split.test
-        train_x = [xs[tr_idx]] + [v[tr_idx] for v in entries[source].get("views", [])]
-        return DomainPair(
-            name="office_caltech_features", task=f"{source} (budget {budget})", num_classes=10,
-            in_channels=int(xs.shape[1]), image_size=1,
-            source_train=(to(torch.cat(train_x)), lab(np.tile(ys[tr_idx], len(train_x)))),
-            source_val=(to(xs[tr_idx]), lab(ys[tr_idx])), source_test=(to(xs[tr_idx]), lab(ys[tr_idx])),
-            target_train_x=to(xs[te_idx]), target_test=(to(xs[te_idx]), lab(ys[te_idx])),
-            provenance={"feature_cache": provenance, "budget": {"per_class": budget, "seed": budget_seed,
-                                                                "train": len(tr_idx), "test": len(te_idx),
-                                                                "capped_classes": list(split.capped)}})
-    rng = np.random.default_rng(split_seed)
-    perm = rng.permutation(len(ys))
-    n_val = int(round(val_fraction * len(perm)))
-    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        tr_idx = val_idx = src_test_idx = split.train  # as office_caltech_images: the labelled images score the source
+        task, xt, yt = f"{source} (budget {budget})", xs[split.test], ys[split.test]
+        record["budget"] = {"per_class": budget, "seed": budget_seed, "train": len(tr_idx), "test": len(split.test),
+                            "capped_classes": list(split.capped)}
+    else:  # transductive DA: the source less a held-out part trains, the whole target is scored
+        perm = np.random.default_rng(split_seed).permutation(len(ys))
+        n_val = int(round(val_fraction * len(perm)))
+        val_idx, tr_idx, src_test_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:]), np.arange(len(ys))
+        task = f"{source}->{target}"
     train_x = [xs[tr_idx]] + [v[tr_idx] for v in entries[source].get("views", [])]
     return DomainPair(
-        name="office_caltech_features", task=f"{source}->{target}", num_classes=10, in_channels=int(xs.shape[1]),
-        image_size=1,
+        name="office_caltech_features", task=task, num_classes=10, in_channels=int(xs.shape[1]), image_size=1,
         source_train=(to(torch.cat(train_x)), lab(np.tile(ys[tr_idx], len(train_x)))),
-        source_val=(to(xs[val_idx]), lab(ys[val_idx])), source_test=(to(xs), lab(ys)),
-        target_train_x=to(xt), target_test=(to(xt), lab(yt)),
-        provenance={"feature_cache": provenance},
+        source_val=(to(xs[val_idx]), lab(ys[val_idx])), source_test=(to(xs[src_test_idx]), lab(ys[src_test_idx])),
+        target_train_x=to(xt), target_test=(to(xt), lab(yt)), provenance=record,
     )

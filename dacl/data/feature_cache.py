@@ -102,16 +102,14 @@ def entry_key(identity: dict[str, Any]) -> str:
 
 def load_entry(path: Path, identity: dict[str, Any]) -> dict[str, Tensor] | None:
     """The entry's tensors, or None when the file is absent, unreadable, of another identity or damaged."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="pt") as fh:  # one read: the header's identity and the tensors
             meta = fh.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         log.warning("feature cache entry %s is unreadable (%s); recomputing it", path, exc)
         return None
