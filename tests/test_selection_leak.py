@@ -63,8 +63,9 @@ def test_da_selection_ignores_target_labels(tiny_config, tmp_path, method):
             f"protocol '{name}' changed its pick when only target test labels changed: it reads them")
 
 
-def test_continual_and_test_time_selection_ignore_target_labels(tiny_config, tmp_path):
-    """A test-time run's source selection (the DA curriculum of its source model) and a stream's 'last' pick."""
+def test_test_time_source_selection_follows_each_validators_own_score(tiny_config, tmp_path):
+    """A test-time run selects its source model through the DA curriculum: each protocol picks its own score's best
+    step. (Continual streams report the last evaluation only; there is no selection to leak.)"""
     from dacl.experiment import run_experiment
 
     common = ("method=bn_adapt", "trainer.max_steps=30", "trainer.eval_every=5", "trainer.save_model=false",
